@@ -1,0 +1,152 @@
+"""One way to get a Dask client, and the helpers every computing function shares.
+
+``connect()`` uses, in order: the address given, the ``DASK_SCHEDULER_ADDRESS`` environment variable,
+or a new ``LocalCluster`` sized to this machine (workers bound to 127.0.0.1, dashboard on localhost).
+The returned client is a context manager: leaving the ``with`` block closes it, and closes the
+LocalCluster too when ``connect`` started one.
+
+Every public function that computes takes ``client=None``, meaning the current default client (or,
+without one, Dask's default scheduler); :func:`compute` implements that rule.
+
+Examples
+--------
+>>> from daskml_scale.cluster import connect
+>>> with connect(n_workers=1, quiet=True) as client:  # doctest: +SKIP
+...     client.submit(sum, [1, 2]).result()
+3
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import dask
+from distributed import Client, Security, default_client, progress
+
+from .errors import ParameterError
+
+__all__ = ["compute", "connect", "get_client", "machine_size"]
+
+ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+
+
+def machine_size() -> tuple[int, int, str]:
+    """Workers, threads per worker and memory per worker for a LocalCluster on this machine.
+
+    One single-threaded worker process per core: pandas and xgboost work holds the GIL, so processes
+    scale where threads do not; memory is split evenly between workers.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = f"{int(total * 0.9 / cores)}B"
+    except (ValueError, OSError, AttributeError):
+        memory = "auto"
+    return cores, 1, memory
+
+
+def connect(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    security: Security | None = None,
+    dashboard_address: str = "127.0.0.1:8787",
+    quiet: bool = False,
+) -> Client:
+    """Connect to a Dask cluster, or start a local one sized to this machine.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address such as ``"tcp://10.0.0.5:8786"`` or ``"tls://..."``. When None,
+        ``DASK_SCHEDULER_ADDRESS`` is used if set, else a ``LocalCluster`` is started.
+    n_workers, threads_per_worker, memory_limit : optional
+        Size of the LocalCluster; default one single-threaded worker per core, memory split evenly.
+        Ignored (and refused) when connecting to an existing scheduler.
+    security : distributed.Security, optional
+        TLS settings for a ``tls://`` scheduler, or for the LocalCluster.
+    dashboard_address : str
+        Where the LocalCluster serves its dashboard (localhost only by default).
+    quiet : bool
+        Do not print the dashboard link.
+
+    Returns
+    -------
+    distributed.Client
+        Usable as a context manager; closing it also closes a LocalCluster that ``connect`` started.
+
+    Examples
+    --------
+    >>> with connect(n_workers=2, threads_per_worker=1) as client:  # doctest: +SKIP
+    ...     print(client.dashboard_link)
+    """
+    address = address or os.environ.get(ENV_ADDRESS) or None
+    kwargs = {}
+    if security is not None:
+        kwargs["security"] = security
+    if address is not None:
+        if any(v is not None for v in (n_workers, threads_per_worker, memory_limit)):
+            raise ParameterError(
+                "n_workers, threads_per_worker and memory_limit size a LocalCluster; they cannot be "
+                f"used with the scheduler address {address!r}. Size that cluster where it is started."
+            )
+        client = Client(address, **kwargs)
+    else:
+        cores, threads, memory = machine_size()
+        client = Client(
+            n_workers=n_workers or cores,
+            threads_per_worker=threads_per_worker or threads,
+            memory_limit=memory_limit or memory,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            **kwargs,
+        )
+    if not quiet:
+        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    return client
+
+
+def get_client(client: Client | None = None) -> Client | None:
+    """The client to compute on: the one given, else the current default client, else None."""
+    if client is not None:
+        return client
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def compute(*collections, client: Client | None = None, show_progress: bool = False):
+    """Compute Dask collections on ``client`` (or the default), returning concrete results.
+
+    Parameters
+    ----------
+    *collections
+        Dask collections or delayed values; each result must be small (a count, a metric, a model).
+    client : distributed.Client, optional
+        Client to compute on; None uses the current default client, or Dask's default scheduler.
+    show_progress : bool
+        Show Dask's progress bar on stderr while computing.
+
+    Returns
+    -------
+    tuple
+        One result per collection.
+    """
+    client = get_client(client)
+    if client is None:
+        if show_progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(*collections)
+        return dask.compute(*collections)
+    futures = client.compute(list(collections))
+    if show_progress:
+        progress(futures)
+        print(file=sys.stderr)
+    return tuple(client.gather(futures))
