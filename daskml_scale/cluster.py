@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -147,6 +148,8 @@ def compute(*collections, client: Client | None = None, show_progress: bool = Fa
         return dask.compute(*collections)
     futures = client.compute(list(collections))
     if show_progress:
-        progress(futures)
-        print(file=sys.stderr)
+        # distributed's text bar writes to stdout, which belongs to JSON results: send it to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            progress(futures)
+            print()
     return tuple(client.gather(futures))

@@ -1,0 +1,103 @@
+import json
+
+import pandas as pd
+import pytest
+
+from daskml_scale import ArtifactError
+from daskml_scale.data import make_transactions
+from daskml_scale.io import (
+    atomic_dir,
+    library_versions,
+    read_artifact,
+    sha256_file,
+    write_artifact,
+    write_json_atomic,
+    write_parquet,
+)
+
+
+def _files(d):
+    return {p.relative_to(d).as_posix(): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_atomic_dir_replaces_and_leaves_no_temporaries(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(out) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("old")
+    with pytest.raises(RuntimeError, match="crash"), atomic_dir(out) as tmp:
+        (tmp / "a").write_text("half-written")
+        raise RuntimeError("crash")
+    assert (out / "a").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_write_parquet_rerun_gives_identical_files(tmp_path):
+    ddf = make_transactions(10_000, npartitions=3, seed=2)
+    out = tmp_path / "txns"
+    write_parquet(ddf, out)
+    first = _files(out)
+    write_parquet(ddf, out)
+    assert _files(out) == first  # same names, same bytes: replaced, not appended
+    back = pd.read_parquet(out)
+    assert len(back) == 10_000 and back.transaction_id.is_unique
+
+
+def test_write_parquet_on_cluster(client, tmp_path):
+    ddf = make_transactions(9_000, npartitions=3, seed=2)
+    write_parquet(ddf, tmp_path / "t", client=client)
+    assert len(pd.read_parquet(tmp_path / "t")) == 9_000
+
+
+def test_write_parquet_refuses_object_store():
+    with pytest.raises(ArtifactError, match="local directories only"):
+        write_parquet(make_transactions(10), "s3://bucket/x")
+
+
+def test_artifact_roundtrip_and_tamper_detection(tmp_path):
+    def write(d):
+        (d / "params.json").write_text(json.dumps({"a": 1}))
+        (d / "sub").mkdir()
+        (d / "sub" / "w.bin").write_bytes(b"\x00\x01")
+
+    path = write_artifact(tmp_path / "m", write, kind="Thing", metadata={"metrics": {"auc": 0.9}})
+    manifest = read_artifact(path, kind="Thing")
+    assert manifest["metadata"]["metrics"]["auc"] == 0.9
+    assert set(manifest["files"]) == {"params.json", "sub/w.bin"}
+    assert manifest["versions"]["dask"] == library_versions()["dask"]
+
+    with pytest.raises(ArtifactError, match="'Thing' artifact, not a 'Other'"):
+        read_artifact(path, kind="Other")
+    (path / "sub" / "w.bin").write_bytes(b"\x00\x02")
+    with pytest.raises(ArtifactError, match=r"sub/w.bin: sha256 mismatch"):
+        read_artifact(path)
+    (path / "sub" / "w.bin").write_bytes(b"\x00\x01")
+    (path / "extra.txt").write_text("sneaked in")
+    with pytest.raises(ArtifactError, match="extra.txt: not in the manifest"):
+        read_artifact(path)
+    (path / "extra.txt").unlink()
+    (path / "params.json").unlink()
+    with pytest.raises(ArtifactError, match="params.json: missing"):
+        read_artifact(path)
+
+
+def test_read_artifact_not_an_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        read_artifact(tmp_path)
+
+
+def test_write_json_atomic(tmp_path):
+    import numpy as np
+
+    p = write_json_atomic(tmp_path / "m.json", {"x": np.float64(0.5), "n": np.int64(3)})
+    assert json.loads(p.read_text()) == {"n": 3, "x": 0.5}
+    assert [q.name for q in tmp_path.iterdir()] == ["m.json"]
