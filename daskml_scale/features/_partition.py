@@ -1,0 +1,223 @@
+"""What runs on one partition: the features of one entity, after the data is shuffled by it.
+
+A *stage* is a plain dict (picklable, JSON-like) describing the features of one entity column:
+
+``entity``, ``prefix``, ``timestamp``, ``amount``, ``transaction_id``
+    Column names, and the prefix of the feature names (``"card"`` for ``card_id``).
+``windows``
+    List of ``(label, width_ns, aggregations)``; aggregations among ``count``, ``sum``, ``mean``,
+    ``std``, ``nunique``.
+``counterparty``, ``cp_prefix``
+    The column counted by ``nunique`` and by the first-time features (``merchant_id``), or None.
+``profile``
+    ``(label, width_ns or None)`` for the amount-profile and first-time features, or None.
+``since_prev``
+    Whether to add ``<prefix>_seconds_since_prev``.
+``row_local``
+    None, or ``{"time_features": bool, "frequencies": {column: [[value, freq], ...]}}``: features of
+    the row alone, added in the last stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SchemaError
+from ._kernels import Prefix, Windows, pair_counts, sort_order, window_distinct
+
+__all__ = ["NEW", "apply_stage", "drop_history_duplicates", "stage_columns", "time_ns"]
+
+NEW = "__daskml_scale_new__"
+"""Marker column: True for the rows to return, False for history rows (dropped at the end)."""
+
+_NS_PER_DAY = 86_400 * 10**9
+
+
+def stage_columns(stage: dict) -> list[tuple[str, str]]:
+    """The (name, dtype) of every feature a stage adds, in output order."""
+    p = stage["prefix"]
+    cols: list[tuple[str, str]] = []
+    for label, _, aggs in stage["windows"]:
+        for agg in aggs:
+            if agg == "count":
+                cols.append((f"{p}_txn_count_{label}", "int64"))
+            elif agg == "nunique":
+                cols.append((f"{p}_distinct_{stage['cp_prefix']}_{label}", "int64"))
+            else:
+                cols.append((f"{p}_amount_{agg}_{label}", "float64"))
+    if stage["since_prev"]:
+        cols.append((f"{p}_seconds_since_prev", "float64"))
+    if stage["profile"] is not None:
+        label = stage["profile"][0]
+        cols.append((f"{p}_amount_ratio_{label}", "float64"))
+        cols.append((f"{p}_amount_zscore_{label}", "float64"))
+        if stage["counterparty"] is not None:
+            cp = stage["cp_prefix"]
+            cols.append((f"{p}_{cp}_txn_count_{label}", "float64"))
+            cols.append((f"{p}_new_{cp}_{label}", "float64"))
+    local = stage.get("row_local")
+    if local:
+        if local["time_features"]:
+            cols += [(c, "float64") for c in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")]
+        for col in local["frequencies"]:
+            cols.append((f"{col}_freq", "float64"))
+    return cols
+
+
+def time_ns(s: pd.Series, column: str) -> np.ndarray:
+    """UTC nanoseconds since the epoch as int64; raises SchemaError on missing timestamps."""
+    n_bad = int(s.isna().sum())
+    if n_bad:
+        raise SchemaError(
+            f"Column {column!r} has {n_bad} missing timestamp(s) (NaT) in one partition; every "
+            "transaction needs a time. Drop or fill those rows before computing features.",
+            column=column,
+        )
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.dt.as_unit("ns").to_numpy().view(np.int64)
+
+
+def _local_ns(s: pd.Series) -> np.ndarray:
+    """Wall-clock nanoseconds (local time for tz-aware timestamps) for hour and weekday features."""
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_localize(None)
+    return s.dt.as_unit("ns").to_numpy().view(np.int64)
+
+
+def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """Dense int64 codes of a column; missing values get a code of their own each."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    codes = codes.astype(np.int64)
+    missing = codes < 0
+    n = len(uniques)
+    if missing.any():
+        k = int(missing.sum())
+        codes[missing] = np.arange(n, n + k)
+        n += k
+    return codes, n
+
+
+def _tiebreak(s: pd.Series) -> np.ndarray:
+    """A sortable array ordered like the transaction ids (ties in time are sorted by it)."""
+    if pd.api.types.is_numeric_dtype(s.dtype) and not s.isna().any():
+        values = s.to_numpy()
+        if values.dtype != object:
+            return values
+    return pd.factorize(s, sort=True)[0]
+
+
+def drop_history_duplicates(pdf: pd.DataFrame, transaction_id: str) -> pd.DataFrame:
+    """Drop history rows whose transaction id is also a new row (the new row wins)."""
+    if NEW not in pdf.columns or len(pdf) == 0:
+        return pdf
+    is_new = pdf[NEW].to_numpy(dtype=bool)
+    if is_new.all() or not is_new.any():
+        return pdf
+    ids = pdf[transaction_id]
+    dup = ~is_new & ids.isin(ids[is_new]).to_numpy()
+    return pdf[~dup] if dup.any() else pdf
+
+
+def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
+    n = len(pdf)
+    ts = stage["timestamp"]
+    g_codes, n_groups = _codes(pdf[stage["entity"]])
+    t = time_ns(pdf[ts], ts)
+    order = sort_order(g_codes, t, _tiebreak(pdf[stage["transaction_id"]]), n_groups)
+    g = g_codes[order]
+    widths = [width for _, width, _ in stage["windows"]]
+    if stage["profile"] is not None:
+        widths.append(stage["profile"][1])
+    w = Windows(g, t[order], list(dict.fromkeys(widths)))
+    x = pdf[stage["amount"]].to_numpy(dtype=np.float64, na_value=np.nan)[order]
+    prefix = Prefix(g, x)
+    p = stage["prefix"]
+    cp = stage["counterparty"]
+    cp_codes = None
+    if cp is not None:
+        cp_codes, _ = pd.factorize(pdf[cp], use_na_sentinel=True)
+        cp_codes = cp_codes.astype(np.int64)[order]
+
+    sorted_out: dict[str, np.ndarray] = {}
+    for label, width, aggs in stage["windows"]:
+        lo = w.lo(width)
+        stats = None
+        want_std = "std" in aggs
+        for agg in aggs:
+            if agg == "count":
+                sorted_out[f"{p}_txn_count_{label}"] = (w.hi - lo).astype(np.int64)
+            elif agg == "nunique":
+                sorted_out[f"{p}_distinct_{stage['cp_prefix']}_{label}"] = window_distinct(cp_codes, lo, w.hi)
+            else:
+                if stats is None:
+                    stats = prefix.stats(w.start, lo, w.hi, want_std)
+                _, total, mean, std = stats
+                sorted_out[f"{p}_amount_{agg}_{label}"] = {"sum": total, "mean": mean, "std": std}[agg]
+    if stage["since_prev"]:
+        sorted_out[f"{p}_seconds_since_prev"] = w.seconds_since_prev()
+    if stage["profile"] is not None:
+        label, width = stage["profile"]
+        _, _, mean, std = prefix.stats(w.start, w.lo(width), w.hi)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(mean != 0, x / mean, np.nan)
+            z = np.where(std > 0, (x - mean) / std, np.nan)
+        sorted_out[f"{p}_amount_ratio_{label}"] = ratio
+        sorted_out[f"{p}_amount_zscore_{label}"] = z
+        if cp is not None:
+            cpp = stage["cp_prefix"]
+            missing = cp_codes < 0
+            pair = pd.factorize(g * np.int64(max(int(cp_codes.max(initial=0)) + 2, 2)) + cp_codes)[0]
+            count = pair_counts(pair.astype(np.int64), w.t, width).astype(np.float64)
+            count[missing] = np.nan
+            sorted_out[f"{p}_{cpp}_txn_count_{label}"] = count
+            sorted_out[f"{p}_new_{cpp}_{label}"] = np.where(missing, np.nan, (count == 0).astype(float))
+
+    out = {}
+    for name, values in sorted_out.items():
+        full = np.empty(n, dtype=values.dtype)
+        full[order] = values
+        out[name] = full
+    return out
+
+
+def _row_local(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
+    local = stage["row_local"]
+    out = {}
+    if local["time_features"]:
+        ns = _local_ns(pdf[stage["timestamp"]])
+        day_frac = np.mod(ns, _NS_PER_DAY) / _NS_PER_DAY
+        # 1970-01-01 was a Thursday: weekday 0 = Monday
+        dow = np.mod(np.floor_divide(ns, _NS_PER_DAY) + 3, 7) / 7.0
+        out["hour_sin"] = np.sin(2 * np.pi * day_frac)
+        out["hour_cos"] = np.cos(2 * np.pi * day_frac)
+        out["dow_sin"] = np.sin(2 * np.pi * dow)
+        out["dow_cos"] = np.cos(2 * np.pi * dow)
+    for col, pairs in local["frequencies"].items():
+        lookup = {v: f for v, f in pairs if v is not None}
+        missing_freq = sum(f for v, f in pairs if v is None)
+        # factorize (fast on Arrow strings), then look up each distinct value once
+        codes, uniques = pd.factorize(pdf[col], use_na_sentinel=True)
+        per_value = np.array([lookup.get(u, 0.0) for u in uniques], dtype=np.float64)  # 0: unseen
+        mapped = np.full(len(codes), missing_freq, dtype=np.float64)
+        seen = codes >= 0
+        mapped[seen] = per_value[codes[seen]]
+        out[f"{col}_freq"] = mapped
+    return out
+
+
+def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
+    """Add one stage's features to a partition holding every row of each of its entities."""
+    pdf = drop_history_duplicates(pdf, stage["transaction_id"])
+    columns = stage_columns(stage)
+    if len(pdf) == 0:
+        extra = {name: np.zeros(0, dtype=dtype) for name, dtype in columns}
+    else:
+        extra = _entity_features(pdf, stage)
+        if stage.get("row_local"):
+            extra.update(_row_local(pdf, stage))
+    out = pdf.copy(deep=False)
+    for name, dtype in columns:
+        out[name] = np.asarray(extra[name], dtype=dtype)
+    return out

@@ -1,0 +1,555 @@
+"""The :class:`TransactionFeatures` transformer: per-entity time-window behaviour features on Dask."""
+
+from __future__ import annotations
+
+import re
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .. import schema as S
+from ..cluster import compute
+from ..errors import ParameterError, SchemaError, check_fitted
+from ._partition import NEW, apply_stage, stage_columns
+
+__all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
+
+AGGREGATIONS = ("count", "sum", "mean", "std", "nunique")
+DEFAULT_WINDOWS = {
+    "1h": ("count", "sum"),
+    "24h": ("count", "sum", "mean", "nunique"),
+    "7d": ("count", "mean", "std"),
+}
+DEFAULT_OTHER_ENTITIES = {S.MERCHANT_ID: {"1h": ("count",), "24h": ("count", "mean")}}
+_AUTO_CATEGORICALS = (S.MERCHANT_CATEGORY, S.CHANNEL)
+_FORMAT_VERSION = 1
+
+
+def _prefix(column: str) -> str:
+    return column[:-3] if column.endswith("_id") and len(column) > 3 else column
+
+
+_UNITS_NS = {"s": 10**9, "min": 60 * 10**9, "h": 3600 * 10**9, "d": 86_400 * 10**9, "w": 604_800 * 10**9}
+_DURATION = re.compile(r"^([1-9][0-9]*)(s|min|h|d|w)$")
+
+
+def parse_duration(label, name: str = "windows", owner: str = "TransactionFeatures") -> int:
+    """Nanoseconds of a window label such as ``"90s"``, ``"30min"``, ``"1h"``, ``"7d"``, ``"2w"``.
+
+    The label is used verbatim in feature names, so only this compact form is accepted.
+    """
+    m = _DURATION.match(label) if isinstance(label, str) else None
+    if m is None:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must use positive durations written as an integer "
+            f"and a unit among s, min, h, d, w, such as '1h', '24h', '7d', '30min'. Got {label!r} instead."
+        )
+    return int(m.group(1)) * _UNITS_NS[m.group(2)]
+
+
+def _parse_windows(windows, name: str, owner: str, allow_nunique: bool) -> list:
+    if not isinstance(windows, dict):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a dict of window -> aggregations, such as "
+            f"{{'1h': ['count'], '24h': ['count', 'sum']}}. Got {type(windows).__name__} instead."
+        )
+    out = []
+    for label, aggs in windows.items():
+        width = parse_duration(label, name, owner)
+        if not isinstance(aggs, list | tuple) or not aggs or not all(isinstance(a, str) for a in aggs):
+            raise ParameterError(
+                f"The {name!r} parameter of {owner}: window {label!r} needs a non-empty list of "
+                f"aggregations among {AGGREGATIONS}. Got {aggs!r} instead."
+            )
+        for agg in aggs:
+            allowed = AGGREGATIONS if allow_nunique else tuple(a for a in AGGREGATIONS if a != "nunique")
+            if agg not in allowed:
+                raise ParameterError(
+                    f"The {name!r} parameter of {owner}: aggregation {agg!r} of window {label!r} must "
+                    f"be one of {allowed}."
+                    + (" 'nunique' needs counterparty=<column>." if agg == "nunique" else "")
+                )
+        if len(set(aggs)) != len(aggs):
+            raise ParameterError(
+                f"The {name!r} parameter of {owner}: window {label!r} repeats an aggregation."
+            )
+        out.append((label, width, list(aggs)))
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _plain(value):
+    """A category value as a JSON scalar (None for missing)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TransactionFeatures(TransformerMixin, BaseEstimator):
+    """Per-entity time-window behaviour features of transactions, exact at any scale.
+
+    For a transaction of entity ``e`` at time ``t``, a window ``w`` covers the transactions of ``e``
+    with timestamp in ``[t - w, t)``: earlier ones only, the current one and any others at exactly
+    ``t`` excluded (as pandas' ``rolling(w, closed="left")`` on time). The data is shuffled so that
+    each entity's rows share a partition, sorted by (entity, time, transaction id) inside it, and the
+    windows are computed with vectorised searches on those sorted arrays: the result is the same
+    whatever the input partitioning. ``is_fraud`` is never read.
+
+    Parameters
+    ----------
+    entity : str
+        The main entity (default ``"card_id"``): its windows, time since its previous transaction,
+        its amount profile and its first-time use of a counterparty.
+    windows : dict, optional
+        Window -> aggregations over the main entity's earlier transactions. Aggregations: ``count``
+        (transactions), ``sum``, ``mean``, ``std`` (of the amount), ``nunique`` (distinct
+        ``counterparty`` values). Default :data:`DEFAULT_WINDOWS`, which includes the required
+        ``card_txn_count_1h``, ``card_txn_count_24h``, ``card_amount_sum_24h`` and
+        ``card_amount_mean_7d``.
+    counterparty : str or None
+        Column for ``nunique`` and the first-time features (default ``"merchant_id"``).
+    profile_window : str or None
+        Window of the entity's amount profile (``<p>_amount_ratio_<w>``, ``<p>_amount_zscore_<w>``)
+        and first-time features (``<p>_<cp>_txn_count_<w>``, ``<p>_new_<cp>_<w>``); default
+        ``"30d"``. ``"all"``: all earlier transactions given (then ``history`` must be complete);
+        None: no profile or first-time features.
+    other_entities : dict, optional
+        Entity column -> windows dict (no ``nunique``), e.g. merchant-side counts. Each costs one more
+        shuffle. Default :data:`DEFAULT_OTHER_ENTITIES`; ``{}`` for none.
+    time_features : bool
+        Add ``hour_sin``, ``hour_cos``, ``dow_sin``, ``dow_cos`` (local wall-clock time).
+    categoricals : list of str, optional
+        Columns to frequency-encode (``<col>_freq``, learned in ``fit``). None: those of
+        ``merchant_category`` and ``channel`` present at fit; ``[]``: none.
+    max_categories : int
+        Refuse to frequency-encode a column with more distinct values than this.
+    timestamp, amount, transaction_id : str
+        Column names (canonical by default).
+    npartitions : int, optional
+        Partitions after each shuffle (default: those of the input, history included).
+    shuffle_method : {None, "p2p", "tasks", "disk"}
+        Dask's shuffle method (None: Dask's default, p2p on a distributed cluster).
+
+    Attributes
+    ----------
+    feature_names_out_ : list of str
+    frequencies_ : dict
+        Column -> list of ``[value, frequency]`` learned in fit.
+    categoricals_ : list of str
+    input_columns_ : list of str
+        The columns the features read. Selecting them before ``transform`` (keeping what you need
+        besides) makes the shuffles carry less: ``tf.transform(ddf[tf.input_columns_])``.
+    required_history_ : pandas.Timedelta or None
+        How much history before the first new transaction ``transform(..., history=)`` needs for
+        exact values (the longest window); None when ``profile_window="all"`` (all history).
+
+    Examples
+    --------
+    >>> from daskml_scale.data import make_transactions
+    >>> from daskml_scale.features import TransactionFeatures
+    >>> ddf = make_transactions(2_000, npartitions=2, seed=0)
+    >>> tf = TransactionFeatures().fit(ddf)
+    >>> out = tf.transform(ddf)
+    >>> "card_txn_count_1h" in out.columns
+    True
+    >>> len(out) == len(ddf)
+    True
+    """
+
+    REQUIRED = (
+        "card_txn_count_1h",
+        "card_txn_count_24h",
+        "card_amount_sum_24h",
+        "card_amount_mean_7d",
+        "card_seconds_since_prev",
+    )
+    """The five features every default configuration provides (with ``entity="card_id"``)."""
+
+    def __init__(
+        self,
+        *,
+        entity: str = S.CARD_ID,
+        windows: dict | None = None,
+        counterparty: str | None = S.MERCHANT_ID,
+        profile_window: str | None = "30d",
+        other_entities: dict | None = None,
+        time_features: bool = True,
+        categoricals: list | None = None,
+        max_categories: int = 10_000,
+        timestamp: str = S.TIMESTAMP,
+        amount: str = S.AMOUNT,
+        transaction_id: str = S.TRANSACTION_ID,
+        npartitions: int | None = None,
+        shuffle_method: str | None = None,
+    ):
+        self.entity = entity
+        self.windows = windows
+        self.counterparty = counterparty
+        self.profile_window = profile_window
+        self.other_entities = other_entities
+        self.time_features = time_features
+        self.categoricals = categoricals
+        self.max_categories = max_categories
+        self.timestamp = timestamp
+        self.amount = amount
+        self.transaction_id = transaction_id
+        self.npartitions = npartitions
+        self.shuffle_method = shuffle_method
+
+    # ------------------------------------------------------------------------------ parameters
+    def _stages(self, frequencies: dict | None = None) -> list[dict]:
+        """Check the parameters and describe each shuffle stage (other entities first, main last)."""
+        owner = type(self).__name__
+        for name in ("entity", "timestamp", "amount", "transaction_id"):
+            if not isinstance(getattr(self, name), str):
+                raise ParameterError(f"The {name!r} parameter of {owner} must be a column name (str).")
+        if self.counterparty is not None and not isinstance(self.counterparty, str):
+            raise ParameterError(f"The 'counterparty' parameter of {owner} must be a column name or None.")
+        if self.counterparty is not None and self.counterparty == self.entity:
+            raise ParameterError(
+                f"The 'counterparty' parameter of {owner} must differ from the entity {self.entity!r} "
+                "(use counterparty=None for no counterparty features)."
+            )
+        if not isinstance(self.time_features, bool):
+            raise ParameterError(f"The 'time_features' parameter of {owner} must be a bool.")
+        if (
+            not isinstance(self.max_categories, int | np.integer)
+            or isinstance(self.max_categories, bool)
+            or self.max_categories < 1
+        ):
+            raise ParameterError(
+                f"The 'max_categories' parameter of {owner} must be an int >= 1. "
+                f"Got {self.max_categories!r} instead."
+            )
+        if self.npartitions is not None and (
+            not isinstance(self.npartitions, int | np.integer) or self.npartitions < 1
+        ):
+            raise ParameterError(
+                f"The 'npartitions' parameter of {owner} must be None or an int >= 1. "
+                f"Got {self.npartitions!r} instead."
+            )
+        if self.shuffle_method not in (None, "p2p", "tasks", "disk"):
+            raise ParameterError(
+                f"The 'shuffle_method' parameter of {owner} must be one of "
+                f"{{None, 'p2p', 'tasks', 'disk'}}. Got {self.shuffle_method!r} instead."
+            )
+        windows = DEFAULT_WINDOWS if self.windows is None else self.windows
+        main_windows = _parse_windows(windows, "windows", owner, self.counterparty is not None)
+        profile = None
+        if self.profile_window == "all":
+            profile = ("all", None)
+        elif self.profile_window is not None:
+            profile = (self.profile_window, parse_duration(self.profile_window, "profile_window", owner))
+        others = DEFAULT_OTHER_ENTITIES if self.other_entities is None else self.other_entities
+        if not isinstance(others, dict):
+            raise ParameterError(
+                f"The 'other_entities' parameter of {owner} must be a dict of column -> windows dict "
+                f"(or {{}} for none). Got {type(others).__name__} instead."
+            )
+        common = {
+            "timestamp": self.timestamp,
+            "amount": self.amount,
+            "transaction_id": self.transaction_id,
+        }
+        stages = []
+        for col, w in others.items():
+            if col == self.entity:
+                raise ParameterError(
+                    f"The 'other_entities' parameter of {owner} repeats the main entity {col!r}; put "
+                    "its windows in 'windows' instead."
+                )
+            stages.append(
+                {
+                    "entity": col,
+                    "prefix": _prefix(col),
+                    "windows": _parse_windows(w, f"other_entities[{col!r}]", owner, False),
+                    "counterparty": None,
+                    "cp_prefix": None,
+                    "profile": None,
+                    "since_prev": False,
+                    "row_local": None,
+                    **common,
+                }
+            )
+        stages.append(
+            {
+                "entity": self.entity,
+                "prefix": _prefix(self.entity),
+                "windows": main_windows,
+                "counterparty": self.counterparty,
+                "cp_prefix": None if self.counterparty is None else _prefix(self.counterparty),
+                "profile": profile,
+                "since_prev": True,
+                "row_local": {"time_features": self.time_features, "frequencies": frequencies or {}},
+                **common,
+            }
+        )
+        names = [n for st in stages for n, _ in stage_columns(st)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ParameterError(f"{owner}: the parameters give duplicate feature names {dup}.")
+        return stages
+
+    def _needed_columns(self) -> list[str]:
+        cols = [self.transaction_id, self.timestamp, self.entity, self.amount]
+        if self.counterparty is not None:
+            cols.append(self.counterparty)
+        others = DEFAULT_OTHER_ENTITIES if self.other_entities is None else self.other_entities
+        cols += list(others)
+        return list(dict.fromkeys(cols))
+
+    def _check_frame(self, ddf, role: str, extra: list | None = None) -> None:
+        owner = type(self).__name__
+        if not isinstance(ddf, dd.DataFrame):
+            raise SchemaError(
+                f"{owner} needs a dask DataFrame as {role}; got {type(ddf).__name__}. Wrap pandas "
+                "data with dask.dataframe.from_pandas(df, npartitions=...)."
+            )
+        present = list(ddf.columns)
+        for col in self._needed_columns() + list(extra or []):
+            if col not in present:
+                raise SchemaError(
+                    f"The {role} has no column {col!r}, which {owner} needs. Columns present: "
+                    f"{present}. Rename the column or set the matching parameter.",
+                    column=col,
+                )
+        dtypes = ddf.dtypes
+        if not pd.api.types.is_datetime64_any_dtype(dtypes[self.timestamp]):
+            raise SchemaError(
+                f"Column {self.timestamp!r} of the {role} must be datetime64; got "
+                f"{dtypes[self.timestamp]}. Convert it first, e.g. "
+                f"ddf[{self.timestamp!r}] = dd.to_datetime(ddf[{self.timestamp!r}]).",
+                column=self.timestamp,
+            )
+        a = dtypes[self.amount]
+        if not pd.api.types.is_numeric_dtype(a) or pd.api.types.is_bool_dtype(a):
+            raise SchemaError(
+                f"Column {self.amount!r} of the {role} must be numeric; got {a}. Convert it with "
+                f"ddf[{self.amount!r}].astype('float64').",
+                column=self.amount,
+            )
+
+    # ------------------------------------------------------------------------------ fit
+    def fit(self, ddf, y=None, *, client=None):
+        """Check the parameters and the data, and learn the category frequencies.
+
+        Parameters
+        ----------
+        ddf : dask.dataframe.DataFrame
+            Transactions (canonical columns).
+        y : ignored
+        client : distributed.Client, optional
+            Client to compute on (only for the frequency tables; nothing else is computed).
+
+        Returns
+        -------
+        self
+        """
+        self._stages()
+        if self.categoricals is None:
+            cats = [c for c in _AUTO_CATEGORICALS if c in ddf.columns]
+        else:
+            if isinstance(self.categoricals, str) or not all(isinstance(c, str) for c in self.categoricals):
+                raise ParameterError(
+                    f"The 'categoricals' parameter of {type(self).__name__} must be a list of column "
+                    f"names or None. Got {self.categoricals!r} instead."
+                )
+            cats = list(self.categoricals)
+        self._check_frame(ddf, "input", extra=cats)
+        frequencies = {}
+        if cats:
+            counts = [ddf[c].value_counts(dropna=False, split_out=1) for c in cats]
+            results = compute(*counts, client=client)  # small: one row per category, checked below
+            for col, vc in zip(cats, results):
+                if len(vc) > self.max_categories:
+                    raise ParameterError(
+                        f"Column {col!r} has {len(vc)} distinct values, more than max_categories="
+                        f"{self.max_categories}: frequency-encode only low-cardinality columns (drop it "
+                        "from 'categoricals') or raise max_categories."
+                    )
+                total = float(vc.sum())
+                pairs = [[_plain(v), float(c) / total] for v, c in vc.items()]
+                frequencies[col] = sorted(pairs, key=lambda p: (-p[1], str(p[0])))
+        self.categoricals_ = cats
+        self.frequencies_ = frequencies
+        self._finish_fit()
+        return self
+
+    def _finish_fit(self) -> None:
+        self.frequencies_ = {c: self.frequencies_[c] for c in self.categoricals_}
+        self.input_columns_ = self._needed_columns() + [
+            c for c in self.categoricals_ if c not in self._needed_columns()
+        ]
+        stages = self._stages(self.frequencies_)
+        self.feature_names_out_ = [n for st in stages for n, _ in stage_columns(st)]
+        widths = [w for st in stages for _, w, _ in st["windows"]]
+        profile = stages[-1]["profile"]
+        if profile is not None and profile[1] is None:
+            self.required_history_ = None
+        else:
+            if profile is not None:
+                widths.append(profile[1])
+            self.required_history_ = pd.Timedelta(max(widths, default=0), unit="ns")
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the feature columns ``transform`` adds, in order."""
+        check_fitted(self, "feature_names_out_")
+        return np.asarray(self.feature_names_out_, dtype=object)
+
+    # ------------------------------------------------------------------------------ transform
+    def transform(self, ddf, history=None):
+        """Add the features to every row of ``ddf`` (lazy).
+
+        Parameters
+        ----------
+        ddf : dask.dataframe.DataFrame
+            Transactions to compute features for; every column is kept (``is_fraud`` untouched).
+        history : dask.dataframe.DataFrame, optional
+            Earlier transactions: the result equals computing over ``history`` and ``ddf`` together
+            and keeping the rows of ``ddf``. Needs at least ``required_history_`` before the first
+            row of ``ddf`` (more is allowed). A history row with the transaction id of a new row is
+            ignored.
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            One row per input row, the input columns followed by ``get_feature_names_out()``;
+            partitioned by entity (join on ``transaction_id``, not on position).
+        """
+        check_fitted(self, "feature_names_out_")
+        self._check_frame(ddf, "input", extra=self.categoricals_)
+        clash = [c for c in self.feature_names_out_ if c in ddf.columns]
+        if clash:
+            raise SchemaError(
+                f"The input already has feature column(s) {clash[:5]} ({len(clash)} in all); drop "
+                "them before transform (it adds them).",
+                column=clash[0],
+            )
+        if NEW in ddf.columns:
+            raise SchemaError(f"Column {NEW!r} is reserved by {type(self).__name__}.", column=NEW)
+        stages = self._stages(self.frequencies_)
+        frame = ddf
+        if history is not None:
+            frame = self._with_history(ddf, history)
+        nparts = self.npartitions or frame.npartitions
+        for stage in stages:
+            frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
+            frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
+        if history is not None:
+            frame = frame[frame[NEW]]
+            frame = frame.drop(columns=[NEW])
+        return frame
+
+    def _with_history(self, ddf, history):
+        self._check_frame(history, "history")
+        needed = self._needed_columns()
+        hist = history[needed]
+        for col in needed:
+            a, b = hist[col].dtype, ddf[col].dtype
+            if a != b:
+                if pd.api.types.is_numeric_dtype(a) != pd.api.types.is_numeric_dtype(b):
+                    raise SchemaError(
+                        f"Column {col!r} is {a} in the history but {b} in the new data; give both the "
+                        "same type.",
+                        column=col,
+                    )
+                hist = hist.assign(**{col: hist[col].astype(b)})
+        meta = ddf._meta.assign(**{NEW: np.zeros(0, dtype=bool)})
+        hist = hist.map_partitions(_pad_like, meta, meta=meta)
+        new = ddf.assign(**{NEW: True})
+        return dd.concat([hist, new[list(meta.columns)]])
+
+    # ------------------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description: parameters and fitted state (no pickle).
+
+        Examples
+        --------
+        >>> import json
+        >>> from daskml_scale.data import make_transactions
+        >>> tf = TransactionFeatures(categoricals=[]).fit(make_transactions(100, seed=0))
+        >>> json.loads(json.dumps(tf.to_dict()))["kind"]
+        'TransactionFeatures'
+        """
+        check_fitted(self, "feature_names_out_")
+        params = self.get_params()
+        # ordered mappings become lists of pairs: feature order survives JSON writers that sort keys
+        if isinstance(params["windows"], dict):
+            params["windows"] = list(params["windows"].items())
+        if isinstance(params["other_entities"], dict):
+            params["other_entities"] = [
+                [col, list(w.items()) if isinstance(w, dict) else w]
+                for col, w in params["other_entities"].items()
+            ]
+        return {
+            "kind": type(self).__name__,
+            "format_version": _FORMAT_VERSION,
+            "params": _jsonable(params),
+            "fitted": {
+                "categoricals_": list(self.categoricals_),
+                "frequencies_": _jsonable([[c, self.frequencies_[c]] for c in self.categoricals_]),
+                "feature_names_out_": list(self.feature_names_out_),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransactionFeatures:
+        """Rebuild a fitted transformer from :meth:`to_dict` output."""
+        if not isinstance(d, dict) or d.get("kind") != cls.__name__:
+            raise ParameterError(
+                f"{cls.__name__}.from_dict needs the output of to_dict; got kind "
+                f"{d.get('kind') if isinstance(d, dict) else type(d).__name__!r}."
+            )
+        if d.get("format_version") != _FORMAT_VERSION:
+            raise ParameterError(
+                f"{cls.__name__}.from_dict reads format_version {_FORMAT_VERSION}; got "
+                f"{d.get('format_version')!r}. Fit and save it again with this version."
+            )
+        params = dict(d["params"])
+        if isinstance(params.get("windows"), list):
+            params["windows"] = {label: list(aggs) for label, aggs in params["windows"]}
+        if isinstance(params.get("other_entities"), list):
+            params["other_entities"] = {
+                col: {label: list(aggs) for label, aggs in w} for col, w in params["other_entities"]
+            }
+        obj = cls(**params)
+        fitted = d["fitted"]
+        obj.categoricals_ = list(fitted["categoricals_"])
+        obj.frequencies_ = {col: [list(p) for p in pairs] for col, pairs in fitted["frequencies_"]}
+        obj._finish_fit()
+        if obj.feature_names_out_ != list(fitted["feature_names_out_"]):
+            raise ParameterError(
+                f"{cls.__name__}.from_dict: the stored feature names do not match the parameters; "
+                "the dictionary was edited or comes from another version."
+            )
+        return obj
+
+
+def _pad_like(pdf: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """History rows with the new data's columns: missing ones filled (they are dropped at the end)."""
+    n = len(pdf)
+    cols = {}
+    for col, dtype in meta.dtypes.items():
+        if col == NEW:
+            cols[col] = np.zeros(n, dtype=bool)
+        elif col in pdf.columns:
+            cols[col] = pdf[col].reset_index(drop=True)
+        elif pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, np.dtype):
+            cols[col] = np.zeros(n, dtype=dtype)
+        elif pd.api.types.is_bool_dtype(dtype) and isinstance(dtype, np.dtype):
+            cols[col] = np.zeros(n, dtype=bool)
+        else:
+            cols[col] = meta[col].reindex(range(n))
+    out = pd.DataFrame(cols, index=pd.RangeIndex(n))
+    return out.astype(meta.dtypes.to_dict())

@@ -1,0 +1,69 @@
+"""The compiled per-partition kernels against plain numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daskml_scale.features._kernels import Prefix, Windows, pair_counts, sort_order, window_distinct
+
+
+@pytest.mark.parametrize("n_groups", [1, 3, 200])
+def test_sort_order_is_lexsort(n_groups):
+    rng = np.random.default_rng(n_groups)
+    n = 5_000
+    g = rng.integers(0, n_groups, n)
+    t = rng.integers(0, 300, n)  # many ties, some runs longer than 16
+    tid = rng.permutation(n)
+    np.testing.assert_array_equal(sort_order(g, t, tid, n_groups), np.lexsort((tid, t, g)))
+    ftid = tid.astype(float) / 7
+    np.testing.assert_array_equal(sort_order(g, t, ftid, n_groups), np.lexsort((ftid, t, g)))
+    assert len(sort_order(g[:0], t[:0], tid[:0], 0)) == 0
+
+
+def _sorted_sample(seed=0, n=2_000):
+    rng = np.random.default_rng(seed)
+    g = np.sort(rng.integers(0, 30, n))
+    t = np.concatenate([np.sort(rng.integers(0, 500, (g == k).sum())) for k in np.unique(g)])
+    return g, t
+
+
+def test_window_bounds_match_a_direct_search():
+    g, t = _sorted_sample()
+    w = Windows(g, t, [50, None])
+    for i in range(0, len(g), 37):
+        same = np.flatnonzero(g == g[i])
+        earlier = same[t[same] < t[i]]
+        assert w.hi[i] == (earlier[-1] + 1 if len(earlier) else same[0])
+        inside = earlier[t[earlier] >= t[i] - 50]
+        assert w.hi[i] - w.lo(50)[i] == len(inside)
+        assert w.lo(None)[i] == same[0] == w.start[i]
+
+
+def test_stats_distinct_and_pairs_match_brute_force():
+    g, t = _sorted_sample(1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(100, 5, len(g))
+    x[rng.random(len(g)) < 0.1] = np.nan
+    codes = rng.integers(-1, 12, len(g))  # -1: missing
+    w = Windows(g, t, [80])
+    lo, hi = w.lo(80), w.hi
+    n, total, mean, std = Prefix(g, x).stats(w.start, lo, hi)
+    distinct = window_distinct(codes, lo, hi)
+    pair = g * 100 + codes + 1
+    pairs = pair_counts(pair, t, 80)
+    for i in range(len(g)):
+        vals = x[lo[i] : hi[i]]
+        vals = vals[~np.isnan(vals)]
+        assert n[i] == len(vals)
+        assert total[i] == pytest.approx(vals.sum(), rel=1e-12, abs=1e-9)
+        if len(vals):
+            assert mean[i] == pytest.approx(vals.mean(), rel=1e-12)
+        if len(vals) > 1:
+            assert std[i] == pytest.approx(vals.std(ddof=1), rel=1e-8)
+        else:
+            assert np.isnan(std[i])
+        cs = codes[lo[i] : hi[i]]
+        assert distinct[i] == len(set(cs[cs >= 0]))
+        mask = (pair == pair[i]) & (t < t[i]) & (t >= t[i] - 80)
+        assert pairs[i] == mask.sum()
