@@ -1,0 +1,392 @@
+"""What the fraud classifiers share: input checks, behaviour features, the model matrix, time splits.
+
+A fraud classifier takes canonical transactions (``daskml_scale.schema.TRANSACTIONS``) and computes
+its model matrix itself, partition by partition:
+
+1. behaviour features (``TransactionFeatures`` by default; ``features=None`` keeps raw columns only),
+2. the model columns: ``amount``, any extra numeric pass-through column, the category columns
+   (``merchant_category``, ``channel``) with the categories learned in ``fit`` (so codes agree between
+   training and scoring; unseen values become missing), then the feature columns.
+
+Only small results ever reach the client: counts, time bounds, distinct categories, models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+import dask
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+
+from .. import schema as S
+from ..cluster import compute, get_client
+from ..errors import ParameterError, SchemaError, check_fitted
+
+CATEGORY_COLUMNS = (S.MERCHANT_CATEGORY, S.CHANNEL)
+_NOT_FEATURES = frozenset(
+    {S.TRANSACTION_ID, S.TIMESTAMP, S.CARD_ID, S.MERCHANT_ID, S.IS_FRAUD, S.SCORE, S.IS_ALERT}
+)
+
+
+def is_dask(obj) -> bool:
+    return hasattr(obj, "dask") and hasattr(obj, "npartitions")
+
+
+def check_transactions(X, owner: str, *, label: bool) -> None:
+    """Raise SchemaError unless ``X`` (pandas or Dask) has the canonical transaction columns."""
+    if not (is_dask(X) or isinstance(X, pd.DataFrame)):
+        raise SchemaError(
+            f"{owner} takes a pandas or Dask DataFrame of canonical transactions; got "
+            f"{type(X).__name__}. Read it with dask.dataframe.read_parquet or daskml_scale.data."
+        )
+    required = list(S.TRANSACTIONS.required) + ([S.IS_FRAUD] if label else [])
+    missing = [c for c in required if c not in X.columns]
+    if missing:
+        raise SchemaError(
+            f"{owner}: column {missing[0]!r} is missing ({len(missing)} of the required columns "
+            f"{required} are absent). Rename your columns to the canonical names "
+            "(daskml_scale.schema.TRANSACTIONS).",
+            column=missing[0],
+        )
+    if not pd.api.types.is_numeric_dtype(X[S.AMOUNT].dtype):
+        raise SchemaError(
+            f"{owner}: column 'amount' must be numeric, got dtype {X[S.AMOUNT].dtype}. Cast it with "
+            "astype('float64').",
+            column=S.AMOUNT,
+        )
+    if not pd.api.types.is_datetime64_any_dtype(X[S.TIMESTAMP].dtype):
+        raise SchemaError(
+            f"{owner}: column 'timestamp' must be datetime64, got dtype {X[S.TIMESTAMP].dtype}. "
+            "Convert it with dd.to_datetime.",
+            column=S.TIMESTAMP,
+        )
+
+
+def to_dask(X):
+    """A Dask DataFrame for ``X`` (pandas frames become one partition)."""
+    if is_dask(X):
+        return X
+    import dask.dataframe as dd
+
+    return dd.from_pandas(X, npartitions=1, sort=False)
+
+
+_LOCAL = contextvars.ContextVar("daskml_scale_fraud_in_memory", default=False)
+
+
+@contextlib.contextmanager
+def in_memory():
+    """Run everything inside in this process (pandas input), even when a Dask client is current."""
+    token = _LOCAL.set(True)
+    try:
+        with dask.config.set({"scheduler": "sync", "dataframe.shuffle.method": "tasks"}):
+            yield
+    finally:
+        _LOCAL.reset(token)
+
+
+def maybe_in_memory(X):
+    """:func:`in_memory` for pandas input, nothing for Dask input."""
+    return contextlib.nullcontext() if is_dask(X) else in_memory()
+
+
+def active_client(client=None):
+    """The client to compute on: None inside :func:`in_memory`, else ``get_client(client)``."""
+    return None if _LOCAL.get() else get_client(client)
+
+
+def compute_small(*collections, client=None):
+    """``cluster.compute`` of small results, or in this process inside :func:`in_memory`."""
+    if _LOCAL.get():
+        return dask.compute(*collections)
+    return compute(*collections, client=client)
+
+
+def persist(*collections, client=None):
+    """Persist on ``client`` (or the default one), or in this process without one."""
+    client = active_client(client)
+    if client is None:
+        return dask.persist(*collections)
+    # not client.persist(...): with dask 2026.8 a persisted projection of read_parquet then loses its
+    # futures ("lost dependencies") on the next reduction; the collection's own persist does not
+    return tuple(c.persist(scheduler=client) for c in collections)
+
+
+def model_frame(pdf: pd.DataFrame, numeric, categories: dict) -> pd.DataFrame:
+    """The model columns of one partition: numerics as float64, categories with fixed dtypes."""
+    out = {c: pdf[c].astype("float64") for c in numeric}
+    for c, cats in categories.items():
+        out[c] = pd.Categorical.from_codes(_codes(pdf[c], cats), dtype=pd.CategoricalDtype(cats))
+    return pd.DataFrame(out, index=pdf.index)
+
+
+def _codes(values: pd.Series, cats) -> np.ndarray:
+    """Category codes of ``values`` in ``cats``; -1 (missing) for NaN and values unseen in fit."""
+    return pd.Index(cats, dtype="object").get_indexer(values.astype("object").to_numpy())
+
+
+def one_hot_matrix(pdf: pd.DataFrame, numeric, categories: dict) -> np.ndarray:
+    """Numerics then one indicator column per learned category, as a float64 array (NaN kept)."""
+    blocks = [pdf[list(numeric)].to_numpy(dtype="float64", na_value=np.nan)] if numeric else []
+    for c, cats in categories.items():
+        codes = _codes(pdf[c], cats)
+        blocks.append((codes[:, None] == np.arange(len(cats))[None, :]).astype("float64"))
+    if not blocks:
+        return np.empty((len(pdf), 0))
+    return np.hstack(blocks)
+
+
+class FraudClassifierBase(BaseEstimator):
+    """Shared machinery; subclasses implement ``_fit_model`` and ``_predict_partition``."""
+
+    _kind = "FraudClassifier"
+
+    # ----------------------------------------------------------------------------- parameters
+    def _check_common(self):
+        owner = type(self).__name__
+        if not (self.features is None or self.features == "auto" or hasattr(self.features, "transform")):
+            raise ParameterError(
+                f"The 'features' parameter of {owner} must be 'auto', None or a TransactionFeatures. "
+                f"Got {self.features!r} instead."
+            )
+        if not isinstance(self.valid_size, (int, float)) or not 0.0 <= self.valid_size < 1.0:
+            raise ParameterError(
+                f"The 'valid_size' parameter of {owner} must be a float in [0, 1). "
+                f"Got {self.valid_size!r} instead."
+            )
+        t = self.threshold
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not t >= 0.0:
+            raise ParameterError(
+                f"The 'threshold' parameter of {owner} must be a float >= 0 (scores are in [0, 1]; "
+                f"inf raises no alert). Got {t!r} instead."
+            )
+
+    def _new_features(self):
+        if self.features is None:
+            return None
+        if isinstance(self.features, str):
+            from ..features import TransactionFeatures
+
+            return TransactionFeatures()
+        return clone(self.features)
+
+    # ----------------------------------------------------------------------------- features
+    def _featurize(self, ddf, history=None):
+        """Transactions plus behaviour-feature columns (one row per input row)."""
+        if self.features_ is None:
+            return ddf
+        return self.features_.transform(ddf, history=history)
+
+    def _prepare_fit(self, X, client):
+        """Fit the features, learn the model columns and categories; return (featurized, info)."""
+        owner = type(self).__name__
+        check_transactions(X, owner, label=True)
+        self._check_common()
+        ddf = to_dask(X)
+        cats = [c for c in CATEGORY_COLUMNS if c in ddf.columns]
+        extra = [
+            c
+            for c in ddf.columns
+            if c not in S.TRANSACTIONS.columns
+            and c not in _NOT_FEATURES
+            and pd.api.types.is_numeric_dtype(ddf[c].dtype)
+        ]
+        if self.features is None:
+            # raw columns only: read the input once, the checks and the training then read memory
+            (ddf,) = persist(
+                ddf[[S.TRANSACTION_ID, S.TIMESTAMP, S.IS_FRAUD, S.AMOUNT, *extra, *cats]], client=client
+            )
+        ts = ddf[S.TIMESTAMP]
+        label = ddf[S.IS_FRAUD]
+        # small: two timestamps, three counts and the distinct values of each category column
+        t_min, t_max, n, n_pos, n_bad, *distinct = compute_small(
+            ts.min(),
+            ts.max(),
+            label.count(),
+            label.sum(),
+            (~label.isin([0, 1])).sum(),
+            *[ddf[c].dropna().drop_duplicates(split_out=1) for c in cats],
+            client=client,
+        )
+        if n == 0:
+            raise SchemaError(f"{owner}: the training data has 0 rows. Pass at least a few days of data.")
+        if n_bad:
+            raise SchemaError(
+                f"{owner}: column 'is_fraud' must be 0 or 1; {int(n_bad)} rows are not (NaN included). "
+                "Drop or fix them first (daskml_scale.data.clean).",
+                column=S.IS_FRAUD,
+            )
+        if n_pos == 0 or n_pos == n:
+            raise SchemaError(
+                f"{owner}: column 'is_fraud' has a single class ({int(n_pos)} fraud rows of {int(n)}). "
+                "Train on data with both fraud and legitimate transactions.",
+                column=S.IS_FRAUD,
+            )
+        self.categories_ = {c: sorted(str(v) for v in d) for c, d in zip(cats, distinct)}
+        self.features_ = self._new_features()
+        if self.features_ is not None:
+            self.features_.fit(ddf, client=client)
+            feat_names = [str(c) for c in self.features_.get_feature_names_out()]
+        else:
+            feat_names = []
+        numeric = [S.AMOUNT] + extra + [c for c in feat_names if c not in extra and c != S.AMOUNT]
+        self.numeric_columns_ = numeric
+        self.model_columns_ = numeric + cats
+        cutoff = self._cutoff(pd.Timestamp(t_min), pd.Timestamp(t_max))
+        self.time_range_ = (pd.Timestamp(t_min).isoformat(), pd.Timestamp(t_max).isoformat())
+        self.valid_from_ = None if cutoff is None else cutoff.isoformat()
+        keep = [S.TRANSACTION_ID, S.TIMESTAMP, S.IS_FRAUD, *self.model_columns_]
+        if self.features_ is None:
+            return ddf[keep], cutoff  # in memory already
+        # computed once, kept in (cluster) memory: counts, splits and training all read it
+        (featurized,) = persist(self._featurize(ddf)[keep], client=client)
+        return featurized, cutoff
+
+    def _cutoff(self, t_min, t_max):
+        if self.valid_from is not None:
+            try:
+                cutoff = pd.Timestamp(self.valid_from)
+            except (ValueError, TypeError):
+                raise ParameterError(
+                    f"The 'valid_from' parameter of {type(self).__name__} must be a timestamp such as "
+                    f"'2025-01-25'. Got {self.valid_from!r} instead."
+                ) from None
+            if not t_min < cutoff <= t_max:
+                raise ParameterError(
+                    f"The 'valid_from' parameter of {type(self).__name__} ({cutoff}) must fall inside "
+                    f"the training data's time range ({t_min} to {t_max}], leaving rows on both sides."
+                )
+            return cutoff
+        if self.valid_size == 0:
+            return None
+        return t_max - (t_max - t_min) * self.valid_size
+
+    def _split(self, featurized, cutoff, client):
+        """Train and validation parts by time, and the class counts of each (small)."""
+        owner = type(self).__name__
+        if cutoff is None:
+            train, valid = featurized, None
+        else:
+            is_valid = featurized[S.TIMESTAMP] >= cutoff
+            train, valid = featurized[~is_valid], featurized[is_valid]
+        parts = [train] + ([valid] if valid is not None else [])
+        # small: two counts per part
+        flat = compute_small(
+            *[s for p in parts for s in (p[S.IS_FRAUD].count(), p[S.IS_FRAUD].sum())], client=client
+        )
+        (n_tr, pos_tr), *rest = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        if pos_tr == 0 or pos_tr == n_tr:
+            raise SchemaError(
+                f"{owner}: the training part before {cutoff} has {pos_tr} fraud rows of {n_tr}; both "
+                "classes are needed. Pass an later valid_from or a smaller valid_size."
+            )
+        if rest:
+            n_va, pos_va = rest[0]
+            if pos_va == 0 or pos_va == n_va:
+                raise SchemaError(
+                    f"{owner}: the validation part from {cutoff} has {pos_va} fraud rows of {n_va}; "
+                    "early stopping needs both classes. Pass an earlier valid_from, a larger valid_size, "
+                    "or valid_size=0 to train without a validation set."
+                )
+        self.n_train_ = n_tr
+        self.n_train_positive_ = pos_tr
+        self.n_valid_ = rest[0][0] if rest else 0
+        return train, valid
+
+    # ----------------------------------------------------------------------------- prediction
+    def _score_frame(self, featurized, keep=()):
+        """Lazy Dask DataFrame ``transaction_id, *keep, score`` of featurized transactions."""
+        cols = [S.TRANSACTION_ID, *keep]
+        meta = featurized._meta[cols].assign(**{S.SCORE: np.empty(0, dtype="float64")})
+        return featurized.map_partitions(self._score_partition, cols, meta=meta)
+
+    def _score_partition(self, pdf, cols):
+        p = self._predict_partition(pdf) if len(pdf) else np.empty(0)
+        out = pdf[cols].reset_index(drop=True)
+        out[S.SCORE] = np.asarray(p, dtype="float64")
+        return out
+
+    def predict_proba(self, X, history=None):
+        """Fraud probability of each transaction.
+
+        Parameters
+        ----------
+        X : pandas or Dask DataFrame
+            Canonical transactions (``is_fraud`` not needed).
+        history : same kind as X, optional
+            Earlier transactions of the same cards, so behaviour features see their past.
+
+        Returns
+        -------
+        numpy.ndarray or dask.dataframe.DataFrame
+            For pandas input, an ``(n, 2)`` array in the rows' order (column 1 is fraud). For Dask
+            input, a lazy Dask DataFrame ``transaction_id, score`` with one row per transaction (join
+            on ``transaction_id``: behaviour features may reorder rows).
+        """
+        check_fitted(self, "model_columns_")
+        check_transactions(X, type(self).__name__, label=False)
+        if is_dask(X):
+            return self._score_frame(self._featurize(X, history))
+        scores = self._score_pandas(X, history)
+        return np.column_stack([1.0 - scores, scores])
+
+    def _score_pandas(self, X, history=None):
+        with in_memory():
+            hist = None if history is None else to_dask(history)
+            out = self._score_frame(self._featurize(to_dask(X), hist)).compute()
+        if self.features_ is None:
+            return out[S.SCORE].to_numpy()
+        if not X[S.TRANSACTION_ID].is_unique:
+            raise SchemaError(
+                f"{type(self).__name__}: column 'transaction_id' has "
+                f"{int(X[S.TRANSACTION_ID].duplicated().sum())} duplicate values; behaviour features "
+                "need unique ids to align rows. Deduplicate first (daskml_scale.data.clean).",
+                column=S.TRANSACTION_ID,
+            )
+        aligned = X[[S.TRANSACTION_ID]].merge(out, on=S.TRANSACTION_ID, how="left")
+        return aligned[S.SCORE].to_numpy()
+
+    def predict(self, X, history=None):
+        """1 where the fraud probability is at or above ``threshold``.
+
+        Returns an array for pandas input and a lazy Dask DataFrame
+        ``transaction_id, score, is_alert`` for Dask input.
+        """
+        proba = self.predict_proba(X, history=history)
+        if is_dask(proba):
+            return proba.assign(**{S.IS_ALERT: proba[S.SCORE] >= self.threshold})
+        return (proba[:, 1] >= self.threshold).astype("int64")
+
+    # ----------------------------------------------------------------------------- reporting
+    def _validation_metrics(self, valid, client):
+        if valid is None:
+            return {}
+        from ..evaluation import classification_metrics
+
+        scored = self._score_frame(valid, keep=[S.IS_FRAUD])
+        if _LOCAL.get():
+            scored = scored.compute()  # in memory already (pandas input)
+        return classification_metrics(
+            scored, label=S.IS_FRAUD, score=S.SCORE, threshold=self.threshold, client=client
+        )
+
+    # ----------------------------------------------------------------------------- artifacts
+    def save(self, path, *, format: str = "ubj"):
+        """Save to the directory ``path`` (open formats, sha256 manifest); see :func:`load_model`."""
+        from ._artifacts import save_model
+
+        return save_model(self, path, format=format)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model of this class saved with :meth:`save` (files verified)."""
+        from ..errors import ArtifactError
+        from ._artifacts import load_model
+
+        model = load_model(path)
+        if not isinstance(model, cls):
+            raise ArtifactError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}.")
+        return model

@@ -1,0 +1,354 @@
+"""Fraud classifiers: quality against raw columns, oracles against xgboost / scikit-learn, bad inputs.
+
+Why not ``sklearn.utils.estimator_checks.parametrize_with_checks``: these estimators take canonical
+transaction tables (``transaction_id, timestamp, card_id, ..., is_fraud``), not an ``X`` matrix and a
+``y`` vector, so scikit-learn's generic checks (which feed random numeric arrays) cannot apply. The
+contract pieces that do apply (get_params/set_params/clone, parameters checked in fit, learned state
+ending in ``_``, NotFittedError before fit) are tested here directly.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from sklearn.base import clone
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import average_precision_score as sk_average_precision
+
+from daskml_scale.data import make_transactions
+from daskml_scale.errors import NotFittedError, ParameterError, SchemaError
+from daskml_scale.evaluation import average_precision_score
+from daskml_scale.fraud import SGDFraudClassifier, XGBoostFraudClassifier
+from daskml_scale.fraud._base import one_hot_matrix
+
+SPLIT = pd.Timestamp("2025-01-31")  # 30 days of training, then 10 days to score
+FAST = {"learning_rate": 0.3, "n_estimators": 60, "early_stopping_rounds": 10, "max_depth": 4, "n_jobs": 1}
+
+
+@pytest.fixture(scope="module")
+def data():
+    """60k transactions over 40 days: (train pandas, test pandas)."""
+    with dask.config.set(scheduler="sync"):
+        tx = make_transactions(60_000, days=40, npartitions=4, seed=0).compute()
+    return tx[tx.timestamp < SPLIT].reset_index(drop=True), tx[tx.timestamp >= SPLIT].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small labelled frame for quick checks (pandas), with enough fraud for both splits."""
+    with dask.config.set(scheduler="sync"):
+        tx = make_transactions(12_000, days=10, npartitions=3, fraud_rate=0.03, seed=3).compute()
+    return tx.reset_index(drop=True)
+
+
+def _pr_auc(model, train, test):
+    p = model.predict_proba(test, history=train)[:, 1]
+    return float(average_precision_score(test["is_fraud"].to_numpy(), p))
+
+
+# ------------------------------------------------------------------------------------ must show
+@pytest.fixture(scope="module")
+def raw_xgb_pr_auc(data):
+    train, test = data
+    with dask.config.set(scheduler="sync"):
+        model = XGBoostFraudClassifier(features=None, **FAST).fit(train)
+        return _pr_auc(model, train, test)
+
+
+def test_xgboost_pipeline_far_above_raw_columns(data, raw_xgb_pr_auc):
+    train, test = data
+    with dask.config.set(scheduler="sync"):
+        model = XGBoostFraudClassifier(**FAST).fit(train)
+        pr_auc = _pr_auc(model, train, test)
+    # raw columns: amount, category, channel overlap between the classes; behaviour separates them
+    assert raw_xgb_pr_auc < 0.15
+    assert pr_auc > 0.8
+    assert pr_auc > 5 * raw_xgb_pr_auc
+    assert model.validation_metrics_["pr_auc"] > 0.6
+    assert model.best_iteration_ < model.n_estimators  # early stopping kept the best iteration
+    assert model.booster_.num_boosted_rounds() == model.best_iteration_ + 1
+
+
+def test_sgd_pipeline_above_raw_xgboost(data, raw_xgb_pr_auc):
+    train, test = data
+    with dask.config.set(scheduler="sync"):
+        model = SGDFraudClassifier(epochs=3).fit(train)
+        pr_auc = _pr_auc(model, train, test)
+    assert pr_auc > 3 * raw_xgb_pr_auc
+    assert pr_auc > 0.3
+
+
+def test_our_pr_auc_equals_sklearn_oracle(data):
+    train, test = data
+    with dask.config.set(scheduler="sync"):
+        model = XGBoostFraudClassifier(features=None, n_estimators=8, n_jobs=1).fit(train)
+    p = model.predict_proba(test)[:, 1]
+    assert average_precision_score(test["is_fraud"].to_numpy(), p) == pytest.approx(
+        sk_average_precision(test["is_fraud"], p), rel=1e-9
+    )
+
+
+# ------------------------------------------------------------------------------------ xgboost
+def test_xgboost_in_memory_equals_native_xgboost(small):
+    """features=None, valid_size=0: our model is xgboost.train on the same matrix and parameters."""
+    model = XGBoostFraudClassifier(features=None, valid_size=0, n_estimators=15, max_depth=3, n_jobs=1).fit(
+        small
+    )
+    X = model.model_input(small)
+    assert list(X.columns) == ["amount", "merchant_category", "channel"]
+    assert isinstance(X["channel"].dtype, pd.CategoricalDtype)
+    n_pos = int(small.is_fraud.sum())
+    assert model.scale_pos_weight_ == pytest.approx((len(small) - n_pos) / n_pos)
+    native = xgb.train(
+        {**model._params()},
+        xgb.QuantileDMatrix(X, small.is_fraud, enable_categorical=True, max_bin=256),
+        num_boost_round=15,
+    )
+    np.testing.assert_allclose(
+        model.predict_proba(small)[:, 1], native.inplace_predict(X), rtol=1e-6, atol=1e-7
+    )
+    # to_local: a plain XGBClassifier giving the same probabilities on model_input
+    np.testing.assert_allclose(
+        model.to_local().predict_proba(X)[:, 1], model.predict_proba(small)[:, 1], rtol=1e-6
+    )
+    assert ((model.predict(small) == 1) == (model.predict_proba(small)[:, 1] >= 0.5)).all()
+
+
+def test_xgboost_categories_fixed_at_fit(small):
+    model = XGBoostFraudClassifier(features=None, valid_size=0, n_estimators=5, n_jobs=1).fit(small)
+    assert model.categories_["channel"] == ["online", "pos"]
+    # a batch with a single channel, and an unseen category: codes still agree with training
+    batch = small.head(200).copy()
+    batch["channel"] = "pos"
+    batch.loc[batch.index[:3], "merchant_category"] = "never-seen"
+    X = model.model_input(batch)
+    assert list(X["channel"].cat.categories) == ["online", "pos"]
+    assert X["merchant_category"].isna().sum() == 3
+    p = model.predict_proba(batch)[:, 1]
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+
+
+def test_feature_contributions_sum_to_margin(small):
+    model = XGBoostFraudClassifier(features=None, valid_size=0, n_estimators=10, n_jobs=1).fit(small)
+    contrib = model.feature_contributions(small.head(500))
+    assert list(contrib.columns) == ["transaction_id", *model.model_columns_, "bias"]
+    margin = model.booster_.predict(
+        xgb.DMatrix(model.model_input(small.head(500)), enable_categorical=True), output_margin=True
+    )
+    np.testing.assert_allclose(
+        contrib.drop(columns="transaction_id").sum(axis=1), margin, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_xgboost_distributed_parity_with_in_memory_booster(client, small):
+    """xgboost.dask predictions equal the same booster's in-memory predictions (rtol 1e-6)."""
+    ddf = dd.from_pandas(small, npartitions=3)
+    model = XGBoostFraudClassifier(features=None, n_estimators=10, valid_size=0.3).fit(ddf, client=client)
+    assert 0 < model.n_valid_ < len(small)
+    X_local = model.model_input(small)
+    local = model.booster_.inplace_predict(X_local)
+    X_dask = dd.from_pandas(X_local, npartitions=3, sort=False)
+    via_dask = xgb.dask.predict(client, model.booster_, X_dask).compute()
+    np.testing.assert_allclose(via_dask, local, rtol=1e-6)
+    # and our lazy per-partition scoring gives the same numbers
+    ours = model.predict_proba(ddf).compute().set_index("transaction_id").loc[small.transaction_id, "score"]
+    np.testing.assert_allclose(ours.to_numpy(), local, rtol=1e-6)
+    # SHAP values per partition, lazily
+    contrib = model.feature_contributions(ddf)
+    assert contrib.npartitions == 3
+    assert len(contrib.compute()) == len(small)
+
+
+def test_xgboost_with_features_distributed(client, small):
+    ddf = dd.from_pandas(small, npartitions=2)
+    model = XGBoostFraudClassifier(n_estimators=10).fit(ddf)
+    assert "card_txn_count_1h" in model.model_columns_
+    out = model.predict_proba(ddf).compute()
+    assert sorted(out.transaction_id) == sorted(small.transaction_id)
+    assert out.score.between(0, 1).all()
+    assert set(model.validation_metrics_) >= {"pr_auc", "roc_auc", "n", "n_positive"}
+
+
+def test_xgboost_dask_input_needs_a_client(small):
+    with pytest.raises(ParameterError, match="distributed Client"):
+        XGBoostFraudClassifier(features=None).fit(dd.from_pandas(small, npartitions=2))
+
+
+@pytest.mark.gpu
+def test_xgboost_cuda_same_quality_as_cpu(client, small):
+    ddf = dd.from_pandas(small, npartitions=2)
+    cpu = XGBoostFraudClassifier(features=None, n_estimators=20, device="cpu").fit(ddf)
+    gpu = XGBoostFraudClassifier(features=None, n_estimators=20, device="cuda").fit(ddf)
+    assert gpu.booster_ is not None
+    assert abs(cpu.validation_metrics_["pr_auc"] - gpu.validation_metrics_["pr_auc"]) < 0.05
+
+
+# ------------------------------------------------------------------------------------ SGD
+def _scaled_oracle(frame, model):
+    X = one_hot_matrix(frame, model.numeric_columns_, model.categories_)
+    mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return np.nan_to_num((X - mean) / std), mean, std
+
+
+def test_sgd_sequential_equals_sklearn_partial_fit(small):
+    """One partition, no validation: our SGD is scikit-learn's partial_fit on the standardised matrix."""
+    frame = small.assign(amount=small.amount.where(small.index % 97 != 0))  # NaN amounts -> the mean
+    model = SGDFraudClassifier(features=None, valid_size=0, epochs=2).fit(frame)
+    X, mean, std = _scaled_oracle(frame, model)
+    np.testing.assert_allclose(model.mean_, mean, rtol=1e-10)
+    np.testing.assert_allclose(model.scale_, std, rtol=1e-10)
+    n, pos = len(frame), int(frame.is_fraud.sum())
+    assert model.class_weight_ == pytest.approx({0: n / (2 * (n - pos)), 1: n / (2 * pos)})
+    oracle = SGDClassifier(
+        loss="log_loss",
+        random_state=0,
+        class_weight=model.class_weight_,
+        learning_rate="invscaling",
+        eta0=0.05,
+    )
+    for _ in range(2):
+        oracle.partial_fit(X, frame.is_fraud.to_numpy(), classes=[0, 1])
+    np.testing.assert_allclose(model.coef_, oracle.coef_, rtol=1e-9)
+    np.testing.assert_allclose(model.intercept_, oracle.intercept_, rtol=1e-9)
+    np.testing.assert_allclose(model.predict_proba(frame)[:, 1], oracle.predict_proba(X)[:, 1], rtol=1e-9)
+    assert model.n_rows_seen_ == 2 * n
+
+
+def test_sgd_scaler_merges_partitions_exactly(small):
+    ddf = dd.from_pandas(small, npartitions=5)
+    model = SGDFraudClassifier(features=None, valid_size=0, epochs=1).fit(ddf)
+    _, mean, std = _scaled_oracle(small, model)
+    np.testing.assert_allclose(model.mean_, mean, rtol=1e-9)
+    np.testing.assert_allclose(model.scale_, std, rtol=1e-9)
+    assert model.columns_[:1] == ["amount"] and "channel=pos" in model.columns_
+
+
+def test_sgd_average_with_one_group_equals_sequential(small):
+    seq = SGDFraudClassifier(features=None, valid_size=0, epochs=2).fit(small)
+    avg = SGDFraudClassifier(features=None, valid_size=0, epochs=2, strategy="average", n_groups=1).fit(small)
+    np.testing.assert_allclose(avg.coef_, seq.coef_, rtol=1e-12)
+
+
+def test_sgd_average_mixes_groups(small):
+    ddf = dd.from_pandas(small, npartitions=4)
+    one = SGDFraudClassifier(features=None, valid_size=0, epochs=1, strategy="average", n_groups=1).fit(ddf)
+    two = SGDFraudClassifier(features=None, valid_size=0, epochs=1, strategy="average", n_groups=2).fit(ddf)
+    assert two.n_rows_seen_ == one.n_rows_seen_ == len(small)
+    assert not np.allclose(one.coef_, two.coef_)
+    p = two.predict_proba(ddf).compute()
+    assert p.score.between(0, 1).all()
+
+
+def test_sgd_partial_fit_continues(small):
+    first = small[small.timestamp < small.timestamp.quantile(0.8)]
+    new_day = small[small.timestamp >= small.timestamp.quantile(0.8)]
+    model = SGDFraudClassifier(features=None, valid_size=0, epochs=1).fit(first)
+    coef, intercept, t, seen = model.coef_.copy(), model.intercept_.copy(), model.t_, model.n_rows_seen_
+    model.partial_fit(new_day)
+    assert model.n_rows_seen_ == seen + len(new_day)
+    assert model.t_ == pytest.approx(t + len(new_day))
+    assert not np.allclose(model.coef_, coef)
+    # equals continuing scikit-learn's own partial_fit from the same weights on the same rows
+    X_new = np.nan_to_num(
+        (one_hot_matrix(new_day, model.numeric_columns_, model.categories_) - model.mean_) / model.scale_
+    )
+    oracle = SGDClassifier(
+        loss="log_loss",
+        random_state=0,
+        class_weight=model.class_weight_,
+        learning_rate="invscaling",
+        eta0=0.05,
+    )
+    oracle.coef_, oracle.intercept_, oracle.t_, oracle.classes_ = coef, intercept, t, np.array([0, 1])
+    oracle.partial_fit(X_new, new_day.is_fraud.to_numpy())
+    np.testing.assert_allclose(model.coef_, oracle.coef_, rtol=1e-9)
+
+
+def test_sgd_distributed_strategies(client, small):
+    ddf = dd.from_pandas(small, npartitions=4)
+    for strategy in ("sequential", "average"):
+        model = SGDFraudClassifier(strategy=strategy, epochs=2, features=None).fit(ddf, client=client)
+        assert model.n_rows_seen_ == 2 * model.n_train_
+        assert model.validation_metrics_["pr_auc"] > 0.0
+    model.partial_fit(ddf.partitions[:1], client=client)
+    assert model.n_epochs_ == 3
+
+
+# ------------------------------------------------------------------------------------ contract & edges
+def test_params_contract():
+    model = XGBoostFraudClassifier(max_depth=4)
+    assert clone(model).get_params()["max_depth"] == 4
+    model.set_params(max_depth=3, features=None)
+    assert model.max_depth == 3 and model.features is None
+    with pytest.raises(NotFittedError, match="call fit first"):
+        model.predict_proba(pd.DataFrame({"x": [1]}))
+    with pytest.raises(NotFittedError, match="call fit first"):
+        SGDFraudClassifier().predict_proba(pd.DataFrame({"x": [1]}))
+
+
+def test_empty_partitions_and_one_partition(client, small):
+    # a filter that empties most partitions
+    ddf = dd.from_pandas(small, npartitions=6)
+    ddf = ddf[ddf.transaction_id < 5000]
+    model = XGBoostFraudClassifier(features=None, n_estimators=10).fit(ddf)
+    out = model.predict_proba(ddf).compute()
+    assert len(out) == (small.transaction_id < 5000).sum()
+    sgd = SGDFraudClassifier(features=None, strategy="average", epochs=1).fit(ddf)
+    assert np.isfinite(sgd.coef_).all()
+
+
+def test_skewed_card_and_nan_features(small):
+    frame = small.copy()
+    frame.loc[frame.index[::3], "card_id"] = 7  # one card with a third of the rows
+    frame.loc[frame.index[::11], "merchant_category"] = None
+    model = XGBoostFraudClassifier(n_estimators=10, n_jobs=1).fit(frame)
+    p = model.predict_proba(frame)[:, 1]
+    assert len(p) == len(frame) and np.isfinite(p).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda f: f.drop(columns="card_id"), "'card_id' is missing"),
+        (lambda f: f.drop(columns="is_fraud"), "'is_fraud' is missing"),
+        (lambda f: f.assign(amount=f.amount.astype(str)), "'amount' must be numeric"),
+        (lambda f: f.assign(is_fraud=f.is_fraud.where(f.index > 5, 2)), "6 rows are not"),
+        (lambda f: f.assign(is_fraud=0), "single class"),
+        (lambda f: f.head(0), "0 rows"),
+    ],
+)
+def test_bad_data(small, change, match):
+    with pytest.raises(SchemaError, match=match):
+        XGBoostFraudClassifier(features=None).fit(change(small))
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "match"),
+    [
+        (XGBoostFraudClassifier, {"device": "tpu"}, "'device' parameter"),
+        (XGBoostFraudClassifier, {"n_estimators": 0}, "'n_estimators' parameter"),
+        (XGBoostFraudClassifier, {"scale_pos_weight": -1}, "'scale_pos_weight' parameter"),
+        (XGBoostFraudClassifier, {"valid_from": "2030-01-01"}, "must fall inside"),
+        (XGBoostFraudClassifier, {"valid_from": "yesterday-ish"}, "'valid_from' parameter"),
+        (XGBoostFraudClassifier, {"valid_size": 1.5}, "'valid_size' parameter"),
+        (XGBoostFraudClassifier, {"features": "bogus"}, "'features' parameter"),
+        (SGDFraudClassifier, {"strategy": "parallel"}, "'strategy' parameter"),
+        (SGDFraudClassifier, {"epochs": 0}, "'epochs' parameter"),
+        (SGDFraudClassifier, {"threshold": -0.1}, "'threshold' parameter"),
+    ],
+)
+def test_bad_params(small, cls, params, match):
+    with pytest.raises(ParameterError, match=match):
+        cls(features=None, **params).fit(small) if "features" not in params else cls(**params).fit(small)
+
+
+def test_validation_without_fraud_is_refused(small):
+    last = small.timestamp.max() - pd.Timedelta("1h")
+    frame = small[~((small.timestamp >= last) & (small.is_fraud == 1))]
+    with pytest.raises(SchemaError, match="validation part .* has 0 fraud rows"):
+        XGBoostFraudClassifier(features=None, valid_from=last).fit(frame)
