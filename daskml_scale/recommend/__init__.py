@@ -1,0 +1,25 @@
+"""Recommendations: ALS on Dask (implicit on one worker, or distributed block ALS), batch top-N.
+
+Examples
+--------
+>>> from daskml_scale.data import make_interactions
+>>> from daskml_scale.recommend import ALSRecommender, recommend_all
+>>> ddf = make_interactions(20_000, n_users=300, n_items=100, seed=0)
+>>> model = ALSRecommender(factors=8, iterations=3).fit(ddf)
+>>> recommend_all(model, n=5).columns.tolist()
+['user_id', 'item_id', 'score', 'rank']
+"""
+
+from ._als import ALSRecommender
+from ._artifacts import load_model
+from ._popularity import PopularityRecommender
+from ._topn import recommend_all, recommend_new_users, similar_items
+
+__all__ = [
+    "ALSRecommender",
+    "PopularityRecommender",
+    "load_model",
+    "recommend_all",
+    "recommend_new_users",
+    "similar_items",
+]

@@ -1,0 +1,90 @@
+"""PopularityRecommender: the most popular items, for everyone; baseline and cold-start fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from .. import schema as S
+from ..cluster import compute
+from ..errors import check_fitted, check_in
+from ._matrix import build_id_maps, check_interactions
+
+__all__ = ["PopularityRecommender"]
+
+
+class PopularityRecommender(BaseEstimator):
+    """Recommend the items with the most interactions (or the largest total weight) to every user.
+
+    Same API as :class:`ALSRecommender` for :func:`recommend_all`, :func:`recommend_new_users`,
+    ``save`` and ``load``, so it serves as the baseline of every ranking comparison and as the
+    fallback for users without history.
+
+    Parameters
+    ----------
+    by : {"users", "weight"}
+        Popularity as the number of distinct users of an item (default) or its summed weight.
+
+    Attributes
+    ----------
+    user_ids_, item_ids_ : ndarray
+        Sorted distinct ids seen in training.
+    item_scores_ : ndarray of float64
+        Popularity of each item of ``item_ids_``.
+
+    Examples
+    --------
+    >>> from daskml_scale.data import make_interactions
+    >>> from daskml_scale.recommend import PopularityRecommender
+    >>> pop = PopularityRecommender().fit(make_interactions(5_000, n_users=100, n_items=50, seed=0))
+    >>> len(pop.item_scores_)
+    50
+    """
+
+    def __init__(self, *, by: str = "users"):
+        self.by = by
+
+    def fit(self, interactions, y=None, *, client=None):
+        """Count each item's users (or sum its weights) with one distributed aggregation."""
+        owner = type(self).__name__
+        check_in("by", self.by, ("users", "weight"), owner)
+        ddf = check_interactions(interactions, owner)
+        user_ids, item_ids = build_id_maps(ddf, owner=owner, client=client)
+        if self.by == "users":
+            pop = ddf[[S.USER_ID, S.ITEM_ID]].drop_duplicates().groupby(S.ITEM_ID).size()
+        elif S.WEIGHT in ddf.columns:
+            pop = ddf.groupby(S.ITEM_ID)[S.WEIGHT].sum()
+        else:
+            pop = ddf.groupby(S.ITEM_ID).size()
+        (pop,) = compute(pop, client=client)  # small: one value per item
+        scores = pd.Series(pop).reindex(item_ids).fillna(0).to_numpy(dtype=np.float64)
+        self.user_ids_, self.item_ids_, self.item_scores_ = user_ids, item_ids, scores
+        self._train_interactions = ddf
+        return self
+
+    def _user_vectors(self, start: int, stop: int) -> np.ndarray:
+        return np.ones((stop - start, 1))
+
+    def _item_matrix(self) -> np.ndarray:
+        return self.item_scores_[:, None]
+
+    def _fold_in(self, C) -> np.ndarray:
+        return np.ones((C.shape[0], 1))
+
+    def _confidence_rows(self, C):
+        return C
+
+    def save(self, path):
+        """Save ids and popularity (parquet, ``.npy``, JSON), with a manifest of checksums."""
+        check_fitted(self, "item_scores_")
+        from ._artifacts import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model saved by :meth:`save`."""
+        from ._artifacts import load_model
+
+        return load_model(path, kind=cls.__name__)

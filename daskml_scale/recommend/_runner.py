@@ -1,0 +1,89 @@
+"""Where block work runs: on a Dask client's workers (futures), or in this process without one.
+
+The ALS engines are written once against :class:`Runner`: ``submit``/``map`` return futures pinned
+on workers when a client is given, plain values otherwise; ``broadcast`` scatters one object to every
+worker once; ``gather`` brings small results (factors, loss sums) back.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from ..cluster import compute, get_client
+from ._matrix import build_block, index_partition, split_pieces
+
+__all__ = ["Runner", "partition_coo", "row_blocks", "worker_threads"]
+
+
+def worker_threads() -> int:
+    """Threads of the Dask worker running this task; 0 (all cores) outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return 0
+
+
+class Runner:
+    """Run functions on the client's workers, or inline when ``client`` is None."""
+
+    def __init__(self, client=None):
+        self.client = get_client(client)
+
+    @property
+    def distributed(self) -> bool:
+        return self.client is not None
+
+    def n_threads(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn, *args, **kwargs):
+        if self.client is None:
+            return fn(*args, **kwargs)
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def map(self, fn, *iterables, **kwargs):
+        if self.client is None:
+            return [fn(*a, **kwargs) for a in zip(*iterables)]
+        return self.client.map(fn, *iterables, pure=False, **kwargs)
+
+    def broadcast(self, obj):
+        if self.client is None:
+            return obj
+        return self.client.scatter(obj, broadcast=True, hash=False)
+
+    def gather(self, x):
+        if self.client is None:
+            return x
+        return self.client.gather(x)
+
+
+def partition_coo(runner: Runner, ddf, user_ids, item_ids) -> list:
+    """One integer COO piece ``(row, col, weight)`` per partition of ``ddf`` (futures on workers)."""
+    parts = ddf.to_delayed()
+    if runner.distributed:
+        users = runner.broadcast(user_ids)
+        items = runner.broadcast(item_ids)
+        return runner.client.map(
+            index_partition, runner.client.compute(parts), user_ids=users, item_ids=items, pure=False
+        )
+    # in-process: one partition at a time
+    return [index_partition(compute(p)[0], user_ids, item_ids) for p in parts]
+
+
+def row_blocks(runner: Runner, coo: list, bounds, n_other: int, *, by: str) -> list:
+    """Raw CSR blocks (summed weights) over the row ranges ``bounds`` of users (``by="row"``) or items.
+
+    Every partition's COO is cut into one piece per block; block ``b`` is assembled from its pieces
+    only, so no process ever holds the whole matrix.
+    """
+    n_blocks = len(bounds) - 1
+    split = runner.map(split_pieces, coo, bounds=bounds, by=by)
+    pieces = [[runner.submit(operator.getitem, s, b) for s in split] for b in range(n_blocks)]
+    return [
+        runner.submit(build_block, pieces[b], int(bounds[b + 1] - bounds[b]), n_other)
+        for b in range(n_blocks)
+    ]

@@ -1,0 +1,217 @@
+"""ALS engines: the CG kernel against implicit's, loss parity, block independence, persistence."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import implicit.cpu.als
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import threadpoolctl
+from implicit.cpu import _als
+
+from daskml_scale.data import make_interactions
+from daskml_scale.errors import ArtifactError, NotFittedError
+from daskml_scale.recommend import ALSRecommender, PopularityRecommender, load_model, recommend_all
+from daskml_scale.recommend import _kernels as K
+
+
+def _random_csr(n_rows=120, n_cols=70, density=0.08, seed=0, negatives=False):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_rows, n_cols)) < density) * rng.integers(1, 6, (n_rows, n_cols))
+    dense = dense.astype(np.float32)
+    dense[5] = 0  # an empty row
+    if negatives:
+        dense[dense == 1] = -2.0
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("negatives", [False, True])
+def test_numpy_cg_matches_implicit_kernel(negatives):
+    C = _random_csr(negatives=negatives)
+    X = K.init_rows(0, C.shape[0], 12, 3, 0) * 50
+    Y = K.init_rows(0, C.shape[1], 12, 3, 1) * 50
+    expected = X.copy()
+    _als.least_squares_cg(C, expected, Y, 0.1, num_threads=1, cg_steps=3)
+    got = X.copy()
+    K.cg_numpy(C, got, Y, (Y.T @ Y + 0.1 * np.eye(12)).astype(np.float32), 3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert np.all(got[5] == 0)  # empty rows are zeroed, as in implicit
+
+
+def test_numpy_cg_chunked_rows_match(monkeypatch):
+    """Row chunking inside the fallback (to bound memory) does not change the result."""
+    C = _random_csr(seed=2)
+    X, Y = K.init_rows(0, C.shape[0], 8, 0, 0), K.init_rows(0, C.shape[1], 8, 0, 1)
+    A0 = (Y.T @ Y + 0.05 * np.eye(8)).astype(np.float32)
+    whole = X.copy()
+    K.cg_numpy(C, whole, Y, A0, 3)
+    monkeypatch.setattr(K, "_CHUNK_NNZ", 7)
+    chunked = X.copy()
+    K.cg_numpy(C, chunked, Y, A0, 3)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)
+
+
+def test_implicit_kernel_on_row_blocks_equals_whole():
+    C = _random_csr(seed=4)
+    X, Y = K.init_rows(0, C.shape[0], 8, 0, 0), K.init_rows(0, C.shape[1], 8, 0, 1)
+    whole = K.solve_block(C, X, Y, 0.1, 3, "implicit")
+    parts = [K.solve_block(C[a:b], X[a:b], Y, 0.1, 3, "implicit") for a, b in [(0, 50), (50, 51), (51, 120)]]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_loss_parts_match_implicit_calculate_loss():
+    C = _random_csr(seed=5, negatives=True)
+    X, Y = K.init_rows(0, C.shape[0], 8, 1, 0) * 30, K.init_rows(0, C.shape[1], 8, 1, 1) * 30
+    expected = _als.calculate_loss(C, X, Y, 0.2, num_threads=1)
+    G = Y.astype(np.float64).T @ Y
+    parts = [K.loss_parts(C[a:b], X[a:b], Y, G, 0.2) for a, b in [(0, 33), (33, 120)]]
+    assert K.loss_total(parts, Y, 0.2, *C.shape) == pytest.approx(expected, rel=1e-5)
+
+
+def test_init_rows_independent_of_blocking():
+    whole = K.init_rows(0, 70_000, 4, 7, 0)
+    np.testing.assert_array_equal(K.init_rows(65_530, 65_540, 4, 7, 0), whole[65_530:65_540])
+    assert K.init_rows(5, 5, 4, 7, 0).shape == (0, 4)
+    assert whole.min() >= 0 and whole.max() < 0.01
+
+
+def _interactions(npartitions=3, seed=0):
+    return make_interactions(12_000, n_users=250, n_items=90, seed=seed, npartitions=npartitions)
+
+
+def _implicit_oracle(ddf, model, iterations, alpha=1.0):
+    """implicit's own ALS on the same matrix and the same initial factors, with its loss."""
+    df = ddf.compute()
+    users, items = model.user_ids_, model.item_ids_
+    C = sp.csr_matrix(
+        (df["weight"].to_numpy(np.float32),
+         (pd.Index(users).get_indexer(df["user_id"]), pd.Index(items).get_indexer(df["item_id"]))),
+        shape=(len(users), len(items)),
+    )  # fmt: skip
+    C.sum_duplicates()
+    losses = []
+    with threadpoolctl.threadpool_limits(1, "blas"):
+        ref = implicit.cpu.als.AlternatingLeastSquares(
+            factors=model.factors, regularization=model.regularization, alpha=alpha,
+            iterations=iterations, calculate_training_loss=True, random_state=0, num_threads=1,
+        )  # fmt: skip
+        ref.user_factors = K.init_rows(0, len(users), model.factors, model.random_state, 0)
+        ref.item_factors = K.init_rows(0, len(items), model.factors, model.random_state, 1)
+        ref.fit(C, show_progress=False, callback=lambda it, el, loss: losses.append(loss))
+    return ref, losses
+
+
+@pytest.mark.parametrize("engine", ["implicit", "distributed"])
+def test_loss_trajectory_matches_implicit(engine):
+    ddf = _interactions()
+    model = ALSRecommender(factors=8, regularization=0.1, alpha=3.0, iterations=6, engine=engine,
+                           compute_loss=True, n_blocks=3).fit(ddf)  # fmt: skip
+    ref, losses = _implicit_oracle(ddf, model, 6, alpha=3.0)
+    assert len(model.loss_history_) == 6
+    np.testing.assert_allclose(model.loss_history_, losses, rtol=0.02)
+    assert losses[-1] < losses[0]
+    scores = model.user_factors_ @ model.item_factors_.T
+    np.testing.assert_allclose(scores, ref.user_factors @ ref.item_factors.T, rtol=0.05, atol=0.05)
+
+
+def test_numpy_kernel_engine_matches_implicit_kernel_engine():
+    ddf = _interactions()
+    a = ALSRecommender(factors=6, iterations=4, engine="distributed", kernel="implicit", compute_loss=True)
+    b = ALSRecommender(factors=6, iterations=4, engine="distributed", kernel="numpy", compute_loss=True)
+    a.fit(ddf)
+    b.fit(ddf)
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-3)
+
+
+@pytest.mark.parametrize("confidence", ["log", "bm25"])
+def test_engines_agree_for_every_confidence(confidence):
+    ddf = _interactions(npartitions=2)
+    kw = {"factors": 6, "iterations": 3, "confidence": confidence, "compute_loss": True, "alpha": 2.0}
+    a = ALSRecommender(engine="implicit", **kw).fit(ddf)
+    b = ALSRecommender(engine="distributed", n_blocks=5, **kw).fit(ddf)
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-3)
+
+
+def test_single_partition_single_block_and_string_ids():
+    df = _interactions().compute()
+    df["user_id"] = "u" + df["user_id"].astype(str)
+    df["item_id"] = "i" + df["item_id"].astype(str)
+    model = ALSRecommender(factors=4, iterations=2, engine="distributed", n_blocks=1).fit(df)
+    assert model.user_factors_.shape == (df["user_id"].nunique(), 4)
+    assert str(model.user_ids_[0]).startswith("u")
+    assert model.n_interactions_ == len(df.drop_duplicates(["user_id", "item_id"]))
+
+
+def test_skewed_user_and_empty_partitions():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"user_id": np.r_[np.zeros(3000, int), rng.integers(1, 50, 500)],
+                       "item_id": rng.integers(0, 40, 3500)})  # fmt: skip
+    ddf = dd.from_pandas(df, npartitions=4)
+    ddf = ddf[ddf["user_id"] > 0].repartition(npartitions=4)  # some partitions end up empty
+    a = ALSRecommender(factors=4, iterations=3, engine="implicit", compute_loss=True).fit(
+        dd.from_pandas(df, 3)
+    )
+    b = ALSRecommender(factors=4, iterations=3, engine="distributed", compute_loss=True).fit(
+        dd.from_pandas(df, 3)
+    )
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-3)
+    ALSRecommender(factors=4, iterations=1, engine="distributed").fit(ddf)
+
+
+def test_zero_iterations_keeps_initial_factors():
+    model = ALSRecommender(factors=3, iterations=0, engine="distributed").fit(_interactions())
+    np.testing.assert_array_equal(model.user_factors_, K.init_rows(0, len(model.user_ids_), 3, 0, 0))
+
+
+def test_get_set_params_and_not_fitted():
+    m = ALSRecommender(factors=5)
+    assert m.get_params()["factors"] == 5
+    assert m.set_params(engine="distributed").engine == "distributed"
+    with pytest.raises(NotFittedError, match="call fit first"):
+        recommend_all(m)
+    with pytest.raises(NotFittedError, match="call fit first"):
+        m.save("/nonexistent")
+
+
+def test_save_load_roundtrip(tmp_path):
+    ddf = _interactions()
+    model = ALSRecommender(factors=4, iterations=2, compute_loss=True).fit(ddf)
+    model.save(tmp_path / "als")
+    loaded = ALSRecommender.load(tmp_path / "als")
+    np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+    np.testing.assert_array_equal(loaded.item_ids_, model.item_ids_)
+    assert loaded.get_params() == model.get_params()
+    assert loaded.loss_history_ == model.loss_history_
+    a = recommend_all(model, n=5, exclude_seen=ddf).compute()
+    b = recommend_all(loaded, n=5, exclude_seen=ddf).compute()
+    pd.testing.assert_frame_equal(a, b)
+    pop = PopularityRecommender().fit(ddf)
+    pop.save(tmp_path / "pop")
+    assert isinstance(load_model(tmp_path / "pop"), PopularityRecommender)
+    with pytest.raises(ArtifactError, match="not a 'ALSRecommender'"):
+        ALSRecommender.load(tmp_path / "pop")
+    (tmp_path / "als" / "user_factors.npy").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        load_model(tmp_path / "als")
+
+
+def test_distributed_engine_on_cluster(client):
+    ddf = _interactions(npartitions=4)
+    a = ALSRecommender(factors=6, iterations=3, engine="distributed", compute_loss=True).fit(
+        ddf, client=client
+    )
+    b = ALSRecommender(factors=6, iterations=3, engine="implicit", compute_loss=True).fit(ddf, client=client)
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-3)
+    recs = recommend_all(a, n=3).compute()
+    assert set(recs.columns) == {"user_id", "item_id", "score", "rank"}
+    assert recs.groupby("user_id").size().max() == 3
+
+
+@pytest.mark.gpu
+def test_implicit_engine_on_gpu_matches_cpu():
+    ddf = _interactions()
+    a = ALSRecommender(factors=8, iterations=3, device="cuda", compute_loss=True).fit(ddf)
+    b = ALSRecommender(factors=8, iterations=3, device="cpu", compute_loss=True).fit(ddf)
+    np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=0.05)
