@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 
@@ -37,9 +38,25 @@ def _scheduler_arg(p: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _client(args):
-    from .cluster import connect
+    from .cluster import ENV_ADDRESS, connect
 
-    with connect(getattr(args, "scheduler", None)) as client:
+    address = getattr(args, "scheduler", None) or os.environ.get(ENV_ADDRESS) or None
+    if address is not None:
+        with connect(address) as client:
+            yield client
+        return
+    # Worker processes of the LocalCluster inherit this process's stdout, and libraries print to it
+    # from workers (xgboost.dask's "Task ... got rank N"): start them with stderr as their stdout, so
+    # the JSON a command prints on stdout stays machine-readable.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        client = connect()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    with client:
         yield client
 
 
@@ -65,8 +82,388 @@ def _run_generate(args):
     print_json({"table": args.table, "rows": args.rows, "partitions": ddf.npartitions, "out": args.out})
 
 
+# ---------------------------------------------------------------------------------------------- train
+def _read_table(path):
+    """Read a canonical parquet table written by ``generate`` or ``write_parquet``."""
+    import dask.dataframe as dd
+
+    return dd.read_parquet(path)
+
+
+def _add_train_fraud(kinds):
+    p = kinds.add_parser("fraud", help="train a fraud classifier on canonical transactions")
+    p.add_argument("input", metavar="INPUT", help="transactions: parquet or CSV, local path or fsspec URL")
+    p.add_argument("--model", required=True, metavar="DIR", help="where to save the model (replaced)")
+    p.add_argument("--algo", choices=["xgboost", "sgd"], default="xgboost")
+    p.add_argument(
+        "--valid-from",
+        metavar="TIMESTAMP",
+        default=None,
+        help="validation set: transactions at or after this time (default: the latest 20%% of the span)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="xgboost only")
+    p.add_argument("--no-features", action="store_true", help="raw columns only (baseline)")
+    _scheduler_arg(p)
+
+
+def _run_train_fraud(args):
+    from .data import read_transactions
+    from .fraud import SGDFraudClassifier, XGBoostFraudClassifier
+
+    features = None if args.no_features else "auto"
+    if args.algo == "xgboost":
+        model = XGBoostFraudClassifier(features=features, valid_from=args.valid_from, device=args.device)
+    else:
+        model = SGDFraudClassifier(features=features, valid_from=args.valid_from)
+    ddf = read_transactions(args.input)
+    with _client(args) as client:
+        model.fit(ddf, client=client)
+    model.save(args.model)
+    print_json({"model": args.model, "algo": args.algo, "validation": model.validation_metrics_})
+
+
+def _add_train_als(kinds):
+    p = kinds.add_parser("als", help="train an ALS recommender on canonical interactions")
+    p.add_argument("input", metavar="INPUT", help="interactions (parquet: user_id, item_id[, weight])")
+    p.add_argument("--model", required=True, metavar="DIR", help="where to save the model (replaced)")
+    p.add_argument("--engine", choices=["implicit", "distributed"], default="implicit")
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--regularization", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=1.0, help="confidence = alpha * weight")
+    p.add_argument("--confidence", choices=["linear", "log", "bm25"], default="linear")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="engine implicit only")
+    p.add_argument("--seed", type=int, default=0)
+    _scheduler_arg(p)
+
+
+def _run_train_als(args):
+    from .recommend import ALSRecommender
+
+    model = ALSRecommender(
+        factors=args.factors,
+        iterations=args.iterations,
+        regularization=args.regularization,
+        alpha=args.alpha,
+        confidence=args.confidence,
+        engine=args.engine,
+        device=args.device,
+        random_state=args.seed,
+    )
+    ddf = _read_table(args.input)
+    with _client(args) as client:
+        model.fit(ddf, client=client)
+    model.save(args.model)
+    print_json(
+        {
+            "model": args.model,
+            "engine": args.engine,
+            "users": len(model.user_ids_),
+            "items": len(model.item_ids_),
+            "interactions": model.n_interactions_,
+            "fit_seconds": round(model.fit_time_s_, 3),
+        }
+    )
+
+
+# The kinds of ``daskml-scale train KIND``: kind -> (add(kinds_subparsers), run(args)). Each owner adds
+# one entry next to its own two functions (e.g. "als" for the recommendations).
+TRAIN_KINDS = {
+    "fraud": (_add_train_fraud, _run_train_fraud),
+    "als": (_add_train_als, _run_train_als),
+}
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model (fraud, als, ...) and save it as a directory")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for add, _ in TRAIN_KINDS.values():
+        add(kinds)
+
+
+def _run_train(args):
+    _, run = TRAIN_KINDS[args.kind]
+    return run(args)
+
+
+# ---------------------------------------------------------------------------------------------- score
+def _add_score(sub):
+    p = sub.add_parser("score", help="batch-score transactions with a saved fraud model")
+    p.add_argument("input", metavar="INPUT", help="transactions to score: parquet or CSV, path or URL")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model saved by `train fraud`")
+    p.add_argument("--out", required=True, metavar="DIR", help="output parquet directory (replaced)")
+    p.add_argument(
+        "--history",
+        metavar="DIR",
+        default=None,
+        help="earlier transactions of the same cards, so behaviour features see their past",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="alert threshold (default: the model's)")
+    _scheduler_arg(p)
+
+
+def _run_score(args):
+    from .data import read_transactions
+    from .fraud import load_model, score
+
+    model = load_model(args.model)
+    ddf = read_transactions(args.input)
+    history = read_transactions(args.history) if args.history else None
+    with _client(args) as client:
+        summary = score(model, ddf, out=args.out, history=history, threshold=args.threshold, client=client)
+    print_json(summary)
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def _add_demo(sub):
+    from .demo import DEFAULT_ROWS
+
+    p = sub.add_parser(
+        "demo", help="the whole product end to end on synthetic data (LocalCluster by default)"
+    )
+    p.add_argument(
+        "--rows", type=int, default=DEFAULT_ROWS, help=f"rows of each table (default {DEFAULT_ROWS})"
+    )
+    p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
+    p.add_argument("--seed", type=int, default=0)
+    _scheduler_arg(p)
+
+
+def _run_demo(args):
+    from .demo import run_demo
+
+    with _client(args) as client:
+        run_demo(rows=args.rows, out=args.out, seed=args.seed, client=client)
+
+
+# ------------------------------------------------------------------------------------------- validate
+def _add_validate(sub):
+    p = sub.add_parser(
+        "validate",
+        help="validate (and with --out/--quarantine, clean) transactions or interactions; JSON report",
+    )
+    p.add_argument("table", choices=["transactions", "interactions"])
+    p.add_argument("input", help="parquet or CSV: path, directory, glob or fsspec URL")
+    p.add_argument("--out", default=None, help="directory for the clean rows (parquet, replaced atomically)")
+    p.add_argument(
+        "--quarantine", default=None, help="directory for the quarantined rows with a reason column"
+    )
+    p.add_argument("--format", choices=["parquet", "csv"], default=None, help="default: from the file name")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="YOURS=CANONICAL",
+        help="column mapping, repeatable: --map txn=transaction_id --map ts=timestamp",
+    )
+    p.add_argument(
+        "--time-unit", default=None, choices=["s", "ms", "us", "ns"], help="unit of a numeric timestamp"
+    )
+    p.add_argument(
+        "--categories",
+        choices=["normalize", "quarantine"],
+        default="normalize",
+        help="case/whitespace variants of a category: repair in place (default) or quarantine",
+    )
+    p.add_argument("--no-duplicates", action="store_true", help="skip the duplicate-key check (no shuffle)")
+    _scheduler_arg(p)
+
+
+def _run_validate(args):
+    from .data import clean, read_table, validate
+    from .errors import ParameterError
+    from .schema import SCHEMAS
+
+    mapping = {}
+    for item in args.map:
+        if "=" not in item:
+            raise ParameterError(f"--map takes YOURS=CANONICAL, e.g. --map txn=transaction_id; got {item!r}.")
+        k, v = item.split("=", 1)
+        mapping[k] = v
+    if (args.out is None) != (args.quarantine is None):
+        raise ParameterError("give both --out and --quarantine (to clean), or neither (to validate only).")
+    schema = SCHEMAS[args.table]
+    # the schema is checked on metadata here, before a cluster starts or anything is written
+    ddf = read_table(
+        args.input, schema, format=args.format, columns=mapping or None, time_unit=args.time_unit
+    )
+    kw = {"categories": args.categories, "duplicates": not args.no_duplicates, "time_unit": args.time_unit}
+    with _client(args) as client:
+        if args.out is None:
+            report = validate(ddf, schema, client=client, **kw)
+        else:
+            report = clean(
+                ddf, schema, out=args.out, quarantine_out=args.quarantine, client=client, **kw
+            ).report
+    out = report.to_dict()
+    out.update({"input": args.input, "out": args.out, "quarantine": args.quarantine})
+    print_json(out)
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="exact classification or ranking metrics of parquet tables; JSON")
+    ev = p.add_subparsers(dest="evaluate_kind", required=True, metavar="KIND")
+    c = ev.add_parser("classification", help="ROC-AUC, PR-AUC, log loss, Brier, precision/recall/F1")
+    c.add_argument("input", help="parquet path, directory or glob with the label and score columns")
+    c.add_argument("--label", default="is_fraud", help="0/1 label column (default is_fraud)")
+    c.add_argument("--score", default="score", help="score column (default score)")
+    c.add_argument("--weight", default=None, help="optional sample-weight column")
+    c.add_argument("--amount", default=None, help="optional amount column (amount recall)")
+    c.add_argument("--threshold", type=float, default=0.5, help="alert threshold: score >= threshold")
+    c.add_argument(
+        "--score-ranges",
+        default=None,
+        metavar="R",
+        help="split the score axis in R ranges, or 'auto' (continuous scores at 100M+ rows)",
+    )
+    c.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="with --score-ranges, reduce the ranges in this many passes (memory / passes)",
+    )
+    c.add_argument("--report", default=None, metavar="DIR", help="also save a Report (JSON + PNG) there")
+    _scheduler_arg(c)
+    r = ev.add_parser("ranking", help="precision/recall/NDCG/MAP/hit rate/MRR/coverage at k")
+    r.add_argument("recs", help="parquet of recommendations (user_id, item_id, rank)")
+    r.add_argument("truth", help="parquet of relevant pairs (user_id, item_id)")
+    r.add_argument("--k", type=int, default=10)
+    r.add_argument("--user-col", default="user_id")
+    r.add_argument("--item-col", default="item_id")
+    r.add_argument("--rank-col", default="rank")
+    r.add_argument("--report", default=None, metavar="DIR", help="also save a Report (JSON + PNG) there")
+    _scheduler_arg(r)
+
+
+def _run_evaluate(args):
+    import dask.dataframe as dd
+
+    from . import evaluation as ev
+
+    if args.evaluate_kind == "classification":
+        ddf = dd.read_parquet(args.input)  # only the needed columns are read (projection pushdown)
+        kw = dict(
+            label=args.label,
+            score=args.score,
+            weight=args.weight,
+            amount=args.amount,
+            threshold=args.threshold,
+        )
+        with _client(args) as client:
+            if args.report:
+                report = ev.Report.classification(ddf, client=client, **kw)
+                report.save(args.report)
+                out = report.metrics
+            else:
+                r = args.score_ranges
+                r = int(r) if r is not None and r.isdigit() else r
+                out = ev.classification_metrics(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
+    else:
+        recs = dd.read_parquet(args.recs)
+        truth = dd.read_parquet(args.truth)
+        kw = dict(user_col=args.user_col, item_col=args.item_col, rank_col=args.rank_col)
+        with _client(args) as client:
+            if args.report:
+                report = ev.Report.ranking(recs, truth, k=args.k, client=client, **kw)
+                report.save(args.report)
+                out = report.metrics
+            else:
+                out = ev.ranking_metrics(recs, truth, k=args.k, client=client, **kw)
+    print_json(out)
+
+
+# ------------------------------------------------------------------------------------------ recommend
+def _add_recommend(sub):
+    p = sub.add_parser("recommend", help="top-N items for every user of a saved recommender, as parquet")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model saved by `train als`")
+    p.add_argument("--out", required=True, metavar="DIR", help="output parquet directory (replaced)")
+    p.add_argument("--n", type=int, default=10, help="items per user (default 10)")
+    p.add_argument(
+        "--exclude-seen",
+        metavar="INPUT",
+        default=None,
+        help="interactions (parquet) whose pairs are never recommended, e.g. the training data",
+    )
+    _scheduler_arg(p)
+
+
+def _run_recommend(args):
+    from .io import write_parquet
+    from .recommend import load_model, recommend_all
+
+    model = load_model(args.model)
+    seen = _read_table(args.exclude_seen) if args.exclude_seen else False
+    with _client(args) as client:
+        recs = recommend_all(model, n=args.n, exclude_seen=seen, client=client)
+        write_parquet(recs, args.out, client=client)
+    print_json({"model": args.model, "out": args.out, "n": args.n, "users": len(model.user_ids_)})
+
+
+# ------------------------------------------------------------------------------------------- features
+def _add_features(sub):
+    p = sub.add_parser(
+        "features",
+        help="write transaction_id plus every behaviour feature of a transactions table as parquet",
+    )
+    p.add_argument("input", metavar="INPUT", help="transactions parquet directory (canonical columns)")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument(
+        "--history",
+        metavar="DIR",
+        default=None,
+        help="earlier transactions (parquet): features of INPUT as if computed over both",
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        default=None,
+        help="fitted feature specification (JSON from TransactionFeatures.to_dict); default: fit on INPUT",
+    )
+    p.add_argument("--save-spec", metavar="FILE", default=None, help="write the specification used (JSON)")
+    _scheduler_arg(p)
+
+
+def _run_features(args):
+    from pathlib import Path
+
+    from . import schema as S
+    from .errors import ParameterError
+    from .features import TransactionFeatures
+    from .io import write_json_atomic, write_parquet
+
+    tf = None
+    if args.spec:  # checked before any cluster starts
+        if not Path(args.spec).is_file():
+            raise ParameterError(f"--spec {args.spec!r} is not a file: give a JSON from --save-spec.")
+        tf = TransactionFeatures.from_dict(json.loads(Path(args.spec).read_text()))
+    ddf = _read_table(args.input)
+    history = _read_table(args.history) if args.history else None
+    with _client(args) as client:
+        if tf is None:
+            tf = TransactionFeatures().fit(ddf, client=client)
+        names = list(tf.get_feature_names_out())
+        # only what the features read travels through the shuffles (a missing one is named by transform)
+        cols = tf.input_columns_
+        ddf = ddf[[c for c in ddf.columns if c in cols]]
+        if history is not None:
+            history = history[[c for c in history.columns if c in cols]]
+        out = tf.transform(ddf, history=history)[[S.TRANSACTION_ID, *names]]
+        write_parquet(out, args.out, client=client)
+    if args.save_spec:
+        write_json_atomic(args.save_spec, tf.to_dict())
+    print_json({"out": args.out, "features": names, "partitions": out.npartitions, "history": args.history})
+
+
 COMMANDS = {
+    "evaluate": (_add_evaluate, _run_evaluate),
     "generate": (_add_generate, _run_generate),
+    "validate": (_add_validate, _run_validate),
+    "demo": (_add_demo, _run_demo),
+    "train": (_add_train, _run_train),
+    "score": (_add_score, _run_score),
+    "recommend": (_add_recommend, _run_recommend),
+    "features": (_add_features, _run_features),
 }
 
 
