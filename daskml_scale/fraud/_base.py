@@ -336,7 +336,7 @@ class FraudClassifierBase(BaseEstimator):
     def _score_pandas(self, X, history=None):
         with in_memory():
             hist = None if history is None else to_dask(history)
-            out = self._score_frame(self._featurize(to_dask(X), hist)).compute()
+            out = self._score_frame(self._featurize(to_dask(X), hist)).compute()  # small: pandas input
         if self.features_ is None:
             return out[S.SCORE].to_numpy()
         if not X[S.TRANSACTION_ID].is_unique:
@@ -368,7 +368,7 @@ class FraudClassifierBase(BaseEstimator):
 
         scored = self._score_frame(valid, keep=[S.IS_FRAUD])
         if _LOCAL.get():
-            scored = scored.compute()  # in memory already (pandas input)
+            scored = scored.compute()  # small: pandas input, in memory already
         return classification_metrics(
             scored, label=S.IS_FRAUD, score=S.SCORE, threshold=self.threshold, client=client
         )

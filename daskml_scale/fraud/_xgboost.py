@@ -244,8 +244,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             booster, history = out["booster"], out["history"]
         else:
             with in_memory():
-                tr = train.compute()
-                va = valid.compute() if valid is not None else None
+                tr = train.compute()  # small: pandas input, in memory already
+                va = valid.compute() if valid is not None else None  # small: pandas input
             dtrain = xgb.QuantileDMatrix(
                 model_frame(tr, self.numeric_columns_, self.categories_),
                 tr[S.IS_FRAUD],
@@ -323,7 +323,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             return out
 
         with in_memory():
-            out = out.compute()
+            out = out.compute()  # small: pandas input, in memory already
         aligned = X[[S.TRANSACTION_ID]].merge(out, on=S.TRANSACTION_ID, how="left")
         aligned.index = X.index
         return aligned[self.model_columns_]
@@ -346,7 +346,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             return out
 
         with in_memory():
-            return out.compute().reset_index(drop=True)
+            return out.compute().reset_index(drop=True)  # small: pandas input
 
     def _contrib_partition(self, pdf, cols):
         import xgboost as xgb
