@@ -8,7 +8,7 @@ For each size, on a fresh LocalCluster (default 2 workers x 1 thread):
 
 each read from ``/work/bench-data/transactions-<N>`` (generated if absent), computed and written as
 parquet (``transaction_id`` + features). Reported: wall seconds, rows/s, and the peak resident memory
-of each worker process (its ``ru_maxrss``; workers are fresh for each run).
+of each worker process (its RSS sampled every 20 ms; workers are fresh for each run).
 
 On the ``--pandas-rows`` size (10M by default) the same five required features are also computed by
 pandas in this process (read parquet, sort by card and time, ``groupby().rolling(closed="left")``,
@@ -64,6 +64,31 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _start_rss_sampler(dask_worker) -> None:
+    """Sample this worker's current RSS every 20 ms in a thread (ru_maxrss would include the RSS of
+    the process the worker was forked from, e.g. a benchmark process that just ran pandas)."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    state = {"peak": proc.memory_info().rss, "stop": False}
+
+    def loop():
+        while not state["stop"]:
+            state["peak"] = max(state["peak"], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    threading.Thread(target=loop, daemon=True).start()
+    dask_worker._bench_rss = state
+
+
+def _stop_rss_sampler(dask_worker) -> float:
+    state = dask_worker._bench_rss
+    state["stop"] = True
+    return state["peak"] / 2**20
+
+
 def run_dask(path: Path, config: str, workers: int, memory_limit: str, shuffle_method=None) -> dict:
     params = dict(REQUIRED_PARAMS) if config == "required" else {}
     params["shuffle_method"] = shuffle_method
@@ -71,6 +96,7 @@ def run_dask(path: Path, config: str, workers: int, memory_limit: str, shuffle_m
         n_workers=workers, threads_per_worker=1, memory_limit=memory_limit, dashboard_address=":0", quiet=True
     ) as client:
         ddf = dd.read_parquet(path)
+        client.run(_start_rss_sampler)
         tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
         try:
             t0 = time.perf_counter()
@@ -83,7 +109,7 @@ def run_dask(path: Path, config: str, workers: int, memory_limit: str, shuffle_m
             rows = int(pd.read_parquet(tmp / "out", columns=["transaction_id"]).shape[0])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        peaks = sorted(client.run(_maxrss_mib).values())
+        peaks = sorted(client.run(_stop_rss_sampler).values())
     return {
         "engine": "dask",
         "config": config,
