@@ -58,3 +58,25 @@ def test_console_script_entry_point():
         [sys.executable, "-m", "daskml_scale.cli", "--version"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def _say(text):
+    print(text, flush=True)  # runs on a worker process: its own stdout
+    return True
+
+
+def test_embedded_cluster_workers_print_to_stderr_not_stdout(capfd, monkeypatch):
+    """Libraries print from worker processes (xgboost.dask's "got rank N"): the workers the CLI starts
+    have stderr as their stdout, so what a command prints on stdout stays machine-readable JSON."""
+    import argparse
+
+    from daskml_scale.cli import _client
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with _client(argparse.Namespace(scheduler=None)) as c:
+        assert all(c.run(_say, "printed-by-a-worker").values())
+        print("printed-by-the-command", flush=True)
+    out, err = capfd.readouterr()
+    assert "printed-by-a-worker" not in out
+    assert "printed-by-a-worker" in err
+    assert "printed-by-the-command" in out  # the command's own stdout is restored
