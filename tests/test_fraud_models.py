@@ -352,3 +352,13 @@ def test_validation_without_fraud_is_refused(small):
     frame = small[~((small.timestamp >= last) & (small.is_fraud == 1))]
     with pytest.raises(SchemaError, match="validation part .* has 0 fraud rows"):
         XGBoostFraudClassifier(features=None, valid_from=last).fit(frame)
+
+
+def test_average_strategy_advances_the_step_counter_like_sequential():
+    """Parameter mixing must advance SGD's step counter by every row seen across the groups: with the
+    counter of one group only, the learning rate stays sqrt(groups) times higher and quality drops."""
+    data = make_transactions(12_000, npartitions=4, days=20, seed=11)
+    seq = SGDFraudClassifier(features=None, strategy="sequential", epochs=2, valid_size=0).fit(data)
+    avg = SGDFraudClassifier(features=None, strategy="average", epochs=2, valid_size=0, n_groups=2).fit(data)
+    assert avg.n_rows_seen_ == seq.n_rows_seen_ == 2 * 12_000
+    assert avg.t_ == seq.t_ == 1.0 + 2 * 12_000

@@ -103,7 +103,10 @@ def _average(results, state):
     return {
         "coef": sum(wi * s["coef"] for wi, (s, _) in zip(w, results)),
         "intercept": sum(wi * s["intercept"] for wi, (s, _) in zip(w, results)),
-        "t": max(s["t"] for s, _ in results),
+        # the step counter advances by every row seen in this epoch, across the groups, as it would in
+        # sequential SGD: with max(group t) the learning rate of invscaling/optimal schedules stays
+        # sqrt(groups) times higher epoch after epoch and the averaged model under-converges
+        "t": (1.0 if state is None else float(state["t"])) + float(sum(n for _, n in results)),
     }
 
 
