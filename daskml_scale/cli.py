@@ -484,11 +484,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, run = COMMANDS[args.command]
     try:
-        code = run(args)
+        with _progress(args.command):
+            code = run(args)
     except DaskMLScaleError as e:
         print(f"daskml-scale {args.command}: error: {e}", file=sys.stderr)
         return 2
     return int(code or 0)
+
+
+@contextmanager
+def _progress(command: str):
+    """A status line with elapsed time on stderr while a command runs (the demo shows its own stages)."""
+    import time
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if command == "demo" or not console.is_terminal:
+        yield
+        return
+    t0 = time.perf_counter()
+    with console.status(f"daskml-scale {command} running (see the dashboard for tasks) ..."):
+        yield
+    console.log(f"daskml-scale {command}: done in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":  # pragma: no cover
