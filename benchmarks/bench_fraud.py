@@ -115,7 +115,9 @@ def main(argv=None):
             def native():
                 pdf = pd.read_parquet(feat_path)  # native baseline: all rows in memory
                 X = model_frame(pdf, ours.numeric_columns_, ours.categories_)
-                dm = xgb.QuantileDMatrix(X, pdf[S.IS_FRAUD], enable_categorical=True, max_bin=256)
+                dm = xgb.QuantileDMatrix(
+                    X, pdf[S.IS_FRAUD], enable_categorical=True, max_bin=256, feature_types=ours._feature_types()
+                )
                 p = {**ours._params(), "nthread": args.workers}
                 return xgb.train(p, dm, num_boost_round=args.rounds)
 

@@ -100,12 +100,17 @@ def test_xgboost_in_memory_equals_native_xgboost(small):
     )
     X = model.model_input(small)
     assert list(X.columns) == ["amount", "merchant_category", "channel"]
-    assert isinstance(X["channel"].dtype, pd.CategoricalDtype)
+    # categoricals reach xgboost as their codes in the categories learned in fit, typed "c"
+    assert X["channel"].dtype == np.float64
+    assert model._feature_types() == ["q", "c", "c"]
+    assert set(X["channel"].dropna().unique()) <= set(range(len(model.categories_["channel"])))
     n_pos = int(small.is_fraud.sum())
     assert model.scale_pos_weight_ == pytest.approx((len(small) - n_pos) / n_pos)
     native = xgb.train(
         {**model._params()},
-        xgb.QuantileDMatrix(X, small.is_fraud, enable_categorical=True, max_bin=256),
+        xgb.QuantileDMatrix(
+            X, small.is_fraud, enable_categorical=True, max_bin=256, feature_types=model._feature_types()
+        ),
         num_boost_round=15,
     )
     np.testing.assert_allclose(
@@ -126,7 +131,7 @@ def test_xgboost_categories_fixed_at_fit(small):
     batch["channel"] = "pos"
     batch.loc[batch.index[:3], "merchant_category"] = "never-seen"
     X = model.model_input(batch)
-    assert list(X["channel"].cat.categories) == ["online", "pos"]
+    assert (X["channel"] == model.categories_["channel"].index("pos")).all()  # the code learned in fit
     assert X["merchant_category"].isna().sum() == 3
     p = model.predict_proba(batch)[:, 1]
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
@@ -137,7 +142,10 @@ def test_feature_contributions_sum_to_margin(small):
     contrib = model.feature_contributions(small.head(500))
     assert list(contrib.columns) == ["transaction_id", *model.model_columns_, "bias"]
     margin = model.booster_.predict(
-        xgb.DMatrix(model.model_input(small.head(500)), enable_categorical=True), output_margin=True
+        xgb.DMatrix(
+            model.model_input(small.head(500)), enable_categorical=True, feature_types=model._feature_types()
+        ),
+        output_margin=True,
     )
     np.testing.assert_allclose(
         contrib.drop(columns="transaction_id").sum(axis=1), margin, rtol=1e-4, atol=1e-4
@@ -362,3 +370,20 @@ def test_average_strategy_advances_the_step_counter_like_sequential():
     avg = SGDFraudClassifier(features=None, strategy="average", epochs=2, valid_size=0, n_groups=2).fit(data)
     assert avg.n_rows_seen_ == seq.n_rows_seen_ == 2 * 12_000
     assert avg.t_ == seq.t_ == 1.0 + 2 * 12_000
+
+
+def test_time_ordered_partitions_validation_on_one_worker(client, small):
+    """Daily files give time-ordered partitions: the validation days (the latest) then sit on one worker
+    while training rows sit on both. xgboost must not need validation rows on every worker."""
+    ordered = small.sort_values("timestamp").reset_index(drop=True)
+    ddf = dd.from_pandas(ordered, npartitions=8, sort=False)
+    workers = sorted(client.scheduler_info()["workers"])
+    parts = []
+    for i in range(ddf.npartitions):  # pin: early partitions on both workers, the last two on the first
+        w = workers[0] if i >= 6 else workers[i % 2]
+        parts.append(client.persist(ddf.partitions[i], workers=[w]))
+    pinned = dd.concat(parts)
+    model = XGBoostFraudClassifier(features=None, n_estimators=20, valid_size=0.2).fit(pinned)
+    assert model.booster_.num_boosted_rounds() > 0
+    assert len(model.evals_result_["valid"]["aucpr"]) > 0  # early stopping saw the validation days
+    assert model.validation_metrics_["n"] > 0

@@ -116,11 +116,25 @@ def persist(*collections, client=None):
 
 
 def model_frame(pdf: pd.DataFrame, numeric, categories: dict) -> pd.DataFrame:
-    """The model columns of one partition: numerics as float64, categories with fixed dtypes."""
+    """The model columns of one partition, all float64: numerics, then each categorical column as its
+    code in the categories learned in fit (NaN for missing or unseen values).
+
+    xgboost is told which columns are categorical with :func:`feature_types` rather than by pandas
+    categorical dtypes: with those, xgboost infers the categories on every worker and refuses a
+    worker whose share of the data is empty (xgboost 3.2), which a time-based validation set or a
+    filtered table easily produces. The codes come from fit, so training and scoring always agree.
+    """
     out = {c: pdf[c].astype("float64") for c in numeric}
     for c, cats in categories.items():
-        out[c] = pd.Categorical.from_codes(_codes(pdf[c], cats), dtype=pd.CategoricalDtype(cats))
+        codes = _codes(pdf[c], cats).astype("float64")
+        codes[codes < 0] = np.nan
+        out[c] = codes
     return pd.DataFrame(out, index=pdf.index)
+
+
+def feature_types(numeric, categories: dict) -> list[str]:
+    """xgboost feature types of :func:`model_frame`'s columns: ``"q"`` numeric, ``"c"`` categorical."""
+    return ["q"] * len(numeric) + ["c"] * len(categories)
 
 
 def _codes(values: pd.Series, cats) -> np.ndarray:

@@ -12,6 +12,7 @@ from ._base import (
     FraudClassifierBase,
     check_transactions,
     compute_small,
+    feature_types,
     in_memory,
     is_dask,
     maybe_in_memory,
@@ -173,6 +174,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             **({} if self.n_jobs is None else {"nthread": self.n_jobs}),
         }
 
+    def _feature_types(self):
+        return feature_types(self.numeric_columns_, self.categories_)
+
     def _matrix(self, ddf):
         meta = model_frame(ddf._meta, self.numeric_columns_, self.categories_)
         return ddf.map_partitions(model_frame, self.numeric_columns_, self.categories_, meta=meta)
@@ -223,12 +227,14 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             # xgboost cannot infer categories on a worker whose input is empty: drop empty partitions
             train, valid = _non_empty(train, client), None if valid is None else _non_empty(valid, client)
             dtrain = xgb.dask.DaskQuantileDMatrix(
-                client, self._matrix(train), train[S.IS_FRAUD], enable_categorical=True, max_bin=self.max_bin
+                client, self._matrix(train), train[S.IS_FRAUD], enable_categorical=True, max_bin=self.max_bin,
+                feature_types=self._feature_types(),
             )
             evals = []
             if valid is not None:
                 dvalid = xgb.dask.DaskQuantileDMatrix(
-                    client, self._matrix(valid), valid[S.IS_FRAUD], enable_categorical=True, ref=dtrain
+                    client, self._matrix(valid), valid[S.IS_FRAUD], enable_categorical=True, ref=dtrain,
+                    feature_types=self._feature_types(),
                 )
                 evals = [(dvalid, "valid")]
             with xgb.config_context(verbosity=0):  # xgboost's warnings/info, passed on to workers
@@ -251,6 +257,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                 tr[S.IS_FRAUD],
                 enable_categorical=True,
                 max_bin=self.max_bin,
+                feature_types=self._feature_types(),
             )
             evals = []
             if va is not None:
@@ -259,6 +266,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                     va[S.IS_FRAUD],
                     enable_categorical=True,
                     ref=dtrain,
+                    feature_types=self._feature_types(),
                 )
                 evals = [(dvalid, "valid")]
             history = {}
@@ -354,7 +362,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         frame = pd.DataFrame({S.TRANSACTION_ID: pdf[S.TRANSACTION_ID].to_numpy()})
         if len(pdf):
             dm = xgb.DMatrix(
-                model_frame(pdf, self.numeric_columns_, self.categories_), enable_categorical=True
+                model_frame(pdf, self.numeric_columns_, self.categories_),
+                enable_categorical=True,
+                feature_types=self._feature_types(),
             )
             contrib = self._scoring_booster().predict(dm, pred_contribs=True, validate_features=False)
         else:
