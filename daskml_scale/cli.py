@@ -83,13 +83,6 @@ def _run_generate(args):
 
 
 # ---------------------------------------------------------------------------------------------- train
-def _read_table(path):
-    """Read a canonical parquet table written by ``generate`` or ``write_parquet``."""
-    import dask.dataframe as dd
-
-    return dd.read_parquet(path)
-
-
 def _add_train_fraud(kinds):
     p = kinds.add_parser("fraud", help="train a fraud classifier on canonical transactions")
     p.add_argument("input", metavar="INPUT", help="transactions: parquet or CSV, local path or fsspec URL")
@@ -138,6 +131,7 @@ def _add_train_als(kinds):
 
 
 def _run_train_als(args):
+    from .data import read_interactions
     from .recommend import ALSRecommender
 
     model = ALSRecommender(
@@ -150,7 +144,7 @@ def _run_train_als(args):
         device=args.device,
         random_state=args.seed,
     )
-    ddf = _read_table(args.input)
+    ddf = read_interactions(args.input)
     with _client(args) as client:
         model.fit(ddf, client=client)
     model.save(args.model)
@@ -389,11 +383,12 @@ def _add_recommend(sub):
 
 
 def _run_recommend(args):
+    from .data import read_interactions
     from .io import write_parquet
     from .recommend import load_model, recommend_all
 
     model = load_model(args.model)
-    seen = _read_table(args.exclude_seen) if args.exclude_seen else False
+    seen = read_interactions(args.exclude_seen) if args.exclude_seen else False
     with _client(args) as client:
         recs = recommend_all(model, n=args.n, exclude_seen=seen, client=client)
         write_parquet(recs, args.out, client=client)
@@ -427,6 +422,8 @@ def _add_features(sub):
 def _run_features(args):
     from pathlib import Path
 
+    import dask.dataframe as dd
+
     from . import schema as S
     from .errors import ParameterError
     from .features import TransactionFeatures
@@ -437,8 +434,9 @@ def _run_features(args):
         if not Path(args.spec).is_file():
             raise ParameterError(f"--spec {args.spec!r} is not a file: give a JSON from --save-spec.")
         tf = TransactionFeatures.from_dict(json.loads(Path(args.spec).read_text()))
-    ddf = _read_table(args.input)
-    history = _read_table(args.history) if args.history else None
+    # parquet as written; the transformer checks the columns its spec needs, naming any missing one
+    ddf = dd.read_parquet(args.input)
+    history = dd.read_parquet(args.history) if args.history else None
     with _client(args) as client:
         if tf is None:
             tf = TransactionFeatures().fit(ddf, client=client)
