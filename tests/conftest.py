@@ -20,14 +20,21 @@ import pytest  # noqa: E402
 
 
 def _has_gpu() -> bool:
+    """True when a CUDA device is visible and xgboost was built with CUDA.
+
+    Only "no driver / no device" means no GPU; any other failure of the probe is a real error and
+    propagates, so a broken CUDA install fails the session instead of silently skipping GPU tests.
+    """
     if shutil.which("nvidia-smi") is None:
         return False
-    try:
-        import xgboost as xgb
+    import subprocess
 
-        return bool(xgb.build_info().get("USE_CUDA"))
-    except Exception:  # pragma: no cover - environment probe
+    import xgboost as xgb
+
+    probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0 or "GPU" not in probe.stdout:
         return False
+    return bool(xgb.build_info().get("USE_CUDA"))
 
 
 HAS_GPU = _has_gpu()
@@ -68,6 +75,50 @@ def client(_session_client):
     """The session LocalCluster's client, made current for this test only."""
     with _session_client.as_current(), dask.config.set(scheduler=_session_client):
         yield _session_client
+
+
+@pytest.fixture
+def spread(client):
+    """Record which workers ran tasks, to check that distributed work really spread out.
+
+    Usage::
+
+        with spread() as ts:
+            result = some_distributed_call(...)
+        ts.assert_spread(prefix="als")   # tasks whose key contains "als" ran on >= 2 workers
+
+    ``ts.workers(prefix)`` returns the set of worker addresses that ran matching tasks.
+    """
+    from distributed import get_task_stream
+
+    class _Recorder:
+        def __init__(self):
+            self._ts = None
+
+        def __enter__(self):
+            self._ts = get_task_stream(client)
+            self._ts.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._ts.__exit__(*exc)
+
+        def workers(self, prefix: str = "") -> set[str]:
+            return {
+                d["worker"]
+                for d in self._ts.data
+                if prefix in str(d.get("key", "")) and d.get("worker") is not None
+            }
+
+        def assert_spread(self, prefix: str = "", at_least: int = 2) -> set[str]:
+            ran_on = self.workers(prefix)
+            assert len(ran_on) >= at_least, (
+                f"tasks matching {prefix!r} ran on {len(ran_on)} worker(s) {sorted(ran_on)}, "
+                f"expected at least {at_least}"
+            )
+            return ran_on
+
+    return _Recorder
 
 
 @pytest.fixture(autouse=True)
