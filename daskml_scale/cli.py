@@ -331,12 +331,11 @@ def _add_evaluate(sub):
 
 
 def _run_evaluate(args):
-    import dask.dataframe as dd
-
     from . import evaluation as ev
+    from .io import read_parquet
 
     if args.evaluate_kind == "classification":
-        ddf = dd.read_parquet(args.input)  # only the needed columns are read (projection pushdown)
+        ddf = read_parquet(args.input)  # only the needed columns are read (projection pushdown)
         kw = dict(
             label=args.label,
             score=args.score,
@@ -354,8 +353,8 @@ def _run_evaluate(args):
                 r = int(r) if r is not None and r.isdigit() else r
                 out = ev.classification_metrics(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
     else:
-        recs = dd.read_parquet(args.recs)
-        truth = dd.read_parquet(args.truth)
+        recs = read_parquet(args.recs)
+        truth = read_parquet(args.truth)
         kw = dict(user_col=args.user_col, item_col=args.item_col, rank_col=args.rank_col)
         with _client(args) as client:
             if args.report:
@@ -422,12 +421,10 @@ def _add_features(sub):
 def _run_features(args):
     from pathlib import Path
 
-    import dask.dataframe as dd
-
     from . import schema as S
     from .errors import ParameterError
     from .features import TransactionFeatures
-    from .io import write_json_atomic, write_parquet
+    from .io import read_parquet, write_json_atomic, write_parquet
 
     tf = None
     if args.spec:  # checked before any cluster starts
@@ -435,8 +432,8 @@ def _run_features(args):
             raise ParameterError(f"--spec {args.spec!r} is not a file: give a JSON from --save-spec.")
         tf = TransactionFeatures.from_dict(json.loads(Path(args.spec).read_text()))
     # parquet as written; the transformer checks the columns its spec needs, naming any missing one
-    ddf = dd.read_parquet(args.input)
-    history = dd.read_parquet(args.history) if args.history else None
+    ddf = read_parquet(args.input)
+    history = read_parquet(args.history) if args.history else None
     with _client(args) as client:
         if tf is None:
             tf = TransactionFeatures().fit(ddf, client=client)
@@ -487,7 +484,27 @@ def main(argv: list[str] | None = None) -> int:
     except DaskMLScaleError as e:
         print(f"daskml-scale {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (OSError, *_arrow_errors()) as e:
+        # a file that vanished, became unreadable or is corrupt mid-run, a full or read-only disk:
+        # the user's to fix, so one line (DASKML_SCALE_DEBUG=1 shows the traceback)
+        if os.environ.get("DASKML_SCALE_DEBUG"):
+            raise
+        from .io import _original_message
+
+        print(
+            f"daskml-scale {args.command}: error: {type(e).__name__}: {_original_message(e)} "
+            "(set DASKML_SCALE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
     return int(code or 0)
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's I/O and format errors (ArrowInvalid for a corrupt file, ...)."""
+    import pyarrow as pa
+
+    return (pa.ArrowException,)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from distributed import Client, Security, default_client, progress
 
 from .errors import ParameterError
 
-__all__ = ["compute", "connect", "get_client", "machine_size"]
+__all__ = ["compute", "connect", "get_client", "machine_size", "quiet_shuffle_logs"]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
@@ -96,6 +96,7 @@ def connect(
             )
         client = Client(address, **kwargs)
     else:
+        quiet_shuffle_logs()
         cores, threads, memory = machine_size()
         client = Client(
             n_workers=n_workers or cores,
@@ -109,6 +110,18 @@ def connect(
     if not quiet:
         print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
     return client
+
+
+def quiet_shuffle_logs() -> None:
+    """Silence the scheduler's per-shuffle WARNING lines ("Shuffle ... initialized/deactivated").
+
+    Dask's p2p shuffle logs the start and end of every shuffle at WARNING level in the scheduler; they
+    are not news to a user and flood every command that shuffles. A LocalCluster's scheduler runs in
+    this process, so this quiets it; a remote scheduler keeps its own logging configuration.
+    """
+    import logging
+
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
 
 
 def get_client(client: Client | None = None) -> Client | None:

@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -41,8 +40,6 @@ class _Stages:
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=quiet)
-        # p2p shuffles log their start and end at WARNING level in the scheduler: not news to a user
-        logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
         self.t0 = time.perf_counter()
         self.times: dict[str, float] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "DaskMLScaleError",
+    "InputError",
     "NotFittedError",
     "ParameterError",
     "SchemaError",
@@ -50,6 +51,13 @@ class ParameterError(DaskMLScaleError, ValueError):
 
 class NotFittedError(DaskMLScaleError, AttributeError):
     """An estimator was used before ``fit``."""
+
+
+class InputError(DaskMLScaleError, OSError):
+    """An input path cannot be read: it does not exist, holds no data files, or a file is not readable.
+
+    Raised before any long work starts; the message names the path and the fix.
+    """
 
 
 class ArtifactError(DaskMLScaleError, OSError):

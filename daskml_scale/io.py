@@ -31,12 +31,14 @@ from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from .errors import ArtifactError
+from .errors import ArtifactError, DaskMLScaleError, InputError
 
 __all__ = [
     "atomic_dir",
+    "check_input",
     "library_versions",
     "read_artifact",
+    "read_parquet",
     "sha256_file",
     "write_artifact",
     "write_json_atomic",
@@ -98,6 +100,105 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_DATA_EXTENSIONS = {
+    "parquet": (".parquet", ".parq", ".pq"),
+    "csv": (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst"),
+}
+
+
+def _original_message(e: BaseException) -> str:
+    """The useful line of an exception: dask wraps reader errors in 'Original Message: ...'."""
+    msg = str(e)
+    if "Original Message:" in msg:
+        msg = msg.split("Original Message:", 1)[1]
+    return " ".join(msg.split())
+
+
+def check_input(url, *, format: str = "parquet", storage_options: dict | None = None) -> None:
+    """Raise :class:`InputError` unless ``url`` names readable data files; costs one listing, no reads.
+
+    ``url`` is a file, a directory (searched recursively for ``format``'s file extensions) or a glob,
+    on any fsspec filesystem, or a list of those. Nothing is read: a corrupt file is reported by
+    :func:`read_parquet` when its footer is read.
+
+    Examples
+    --------
+    >>> check_input("/no/such/dir")
+    Traceback (most recent call last):
+    ...
+    daskml_scale.errors.InputError: Input /no/such/dir does not exist. ...
+    """
+    import fsspec
+
+    if isinstance(url, list | tuple):
+        for u in url:
+            check_input(u, format=format, storage_options=storage_options)
+        return
+    url = os.fspath(url)
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    exts = _DATA_EXTENSIONS[format]
+    if any(ch in path for ch in "*?["):
+        files = fs.glob(path)
+        if not files:
+            raise InputError(f"Input {url} matches no files. Check the pattern, or give the directory itself.")
+    elif not fs.exists(path):
+        raise InputError(
+            f"Input {url} does not exist. Check the path: give a {format} file, a directory of {format} "
+            "files, or a glob such as DIR/*.parquet."
+        )
+    elif fs.isdir(path):
+        files = [f for f in fs.find(path) if f.lower().endswith(exts)]
+        if not files:
+            raise InputError(
+                f"Input {url} is a directory with no {format} files (names ending in {', '.join(exts)}). "
+                "Point to the directory that holds the data files, or write them there first."
+            )
+    else:
+        files = [path]
+    if format == "parquet":
+        _check_parquet_footers(fs, files, url)
+
+
+def _check_parquet_footers(fs, files: list[str], url) -> None:
+    """Every parquet file ends with the magic bytes ``PAR1``: one 4-byte range read per file (batched
+    by fsspec on object stores) finds a truncated or foreign file by name before any task runs."""
+    tails = fs.cat_ranges(files, [-4] * len(files), [None] * len(files), on_error="return")
+    bad = [f for f, t in zip(files, tails, strict=True) if not isinstance(t, bytes) or t != b"PAR1"]
+    if bad:
+        raise InputError(
+            f"Cannot read {len(bad)} file(s) of input {url} as parquet (no parquet footer), first: {bad[0]}. "
+            "The file is truncated, still being written, or not parquet: remove or replace it (read CSV "
+            "with format='csv')."
+        )
+
+
+def read_parquet(url, *, storage_options: dict | None = None, **kwargs):
+    """``dask.dataframe.read_parquet`` with the input checked first and read errors named by path.
+
+    A missing path, a directory without parquet files or a file that is not parquet raises
+    :class:`InputError` naming the path and the fix, before any task runs. Reads the footers only
+    (one listing and one metadata read); the data are read lazily, partition by partition.
+
+    Examples
+    --------
+    >>> from daskml_scale.io import read_parquet
+    >>> ddf = read_parquet("transactions/")  # doctest: +SKIP
+    """
+    import dask.dataframe as dd
+
+    check_input(url, format="parquet", storage_options=storage_options)
+    try:
+        return dd.read_parquet(url, storage_options=storage_options or {}, **kwargs)
+    except DaskMLScaleError:
+        raise
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(
+            f"Cannot read {os.fspath(url) if not isinstance(url, list | tuple) else url} as parquet: "
+            f"{_original_message(e)} Check that the path holds parquet files (not CSV, not a partial "
+            "copy); read CSV with format='csv'."
+        ) from e
 
 
 def write_parquet(ddf, path, *, client=None, name_function=None, **kwargs) -> Path:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import schema as S
 from ..errors import ParameterError, SchemaError
+from ..io import check_input, read_parquet
 
 __all__ = ["coerce", "read_interactions", "read_table", "read_transactions"]
 
@@ -276,13 +277,14 @@ def read_table(
     fmt = _infer_format(url, format)
     so = storage_options or {}
     if fmt == "parquet":
-        ddf = dd.read_parquet(url, storage_options=so, **read_kwargs)
+        ddf = read_parquet(url, storage_options=so, **read_kwargs)
         mapping = _check_mapping(columns, list(ddf.columns), url)
         ddf = ddf.rename(columns=mapping) if mapping else ddf
         return coerce(ddf, schema, time_unit=time_unit)
     # CSV: infer dtypes from dask's sample, then read the canonical columns as strings and coerce them
     # per partition, so a stray value later in the file becomes a counted missing value, not a crash.
     kw = {"blocksize": blocksize, "storage_options": so, **read_kwargs}
+    check_input(url, format="csv", storage_options=so)
     probe = dd.read_csv(url, **kw)
     mapping = _check_mapping(columns, list(probe.columns), url)
     inv = {v: k for k, v in mapping.items()}
