@@ -10,7 +10,7 @@ default, scaled by ``--scale``. Reports, on the same matrix and in the same run:
 * top-10 for every user: ``recommend_all`` (seen items excluded) in rows/s, and implicit's
   ``recommend`` on all users for comparison.
 
-Data is generated once under /work/bench-data/ (parquet) and reused.
+Data is generated once under ``--data-dir`` (parquet; default: see ``_common.py``) and reused.
 
 Usage::
 
@@ -34,20 +34,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _common import add_data_dir_arg, quiet_cluster_logs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_ROOT = Path("/work/bench-data")
 
 
-def _data_path(rows, users, items, seed):
-    return DATA_ROOT / f"interactions-{rows}-u{users}-i{items}-s{seed}"
+def _data_path(data_dir, rows, users, items, seed):
+    return Path(data_dir) / f"interactions-{rows}-u{users}-i{items}-s{seed}"
 
 
-def _ensure_data(rows, users, items, seed, client):
+def _ensure_data(data_dir, rows, users, items, seed, client):
     from daskml_scale.data import make_interactions
     from daskml_scale.io import write_parquet
 
-    path = _data_path(rows, users, items, seed)
+    path = _data_path(data_dir, rows, users, items, seed)
     if not path.exists():
         t = time.perf_counter()
         ddf = make_interactions(rows, users, items, partition_rows=1 << 20, seed=seed)
@@ -115,6 +115,8 @@ def run_distributed(path, factors, iterations, workers, reg, alpha, seed, memory
 
     from daskml_scale.recommend import ALSRecommender, recommend_all
 
+    quiet_cluster_logs()
+
     with (
         LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                      dashboard_address=":0", memory_limit=memory_limit) as cluster,
@@ -177,6 +179,7 @@ def main(argv=None):
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--memory-limit", default="8GiB", help="per worker")
     p.add_argument("--seed", type=int, default=0)
+    add_data_dir_arg(p)
     p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/als-<scale>.json)")
     p.add_argument("--only-implicit", metavar="PATH", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -191,11 +194,13 @@ def main(argv=None):
     rows = int(args.interactions * args.scale)
     from distributed import Client, LocalCluster
 
+    quiet_cluster_logs()
+
     with (
         LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as c,
         Client(c) as cl,
     ):
-        path = _ensure_data(rows, users, items, args.seed, cl)
+        path = _ensure_data(args.data_dir, rows, users, items, args.seed, cl)
 
     load_before = os.getloadavg()
     child = subprocess.run(

@@ -1,6 +1,6 @@
 """Benchmark: validate + clean of transactions from parquet on disk; rows/s and peak memory per worker.
 
-For each size, the synthetic transactions are read from ``/work/bench-data/transactions-<N>`` (made
+For each size, the synthetic transactions are read from ``<data-dir>/transactions-<N>`` (made
 with ``daskml-scale generate`` when absent), dirtied lazily (0.1% negative amounts, 0.1% missing
 cards, 0.1% duplicated ids, per partition), then
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import add_data_dir_arg, quiet_cluster_logs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -160,7 +160,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="4GiB", help="per worker")
-    p.add_argument("--data-dir", default="/work/bench-data")
+    add_data_dir_arg(p)
     p.add_argument(
         "--partition-rows",
         type=int,
@@ -174,7 +174,6 @@ def main(argv=None):
     from distributed import Client, LocalCluster
 
     # distributed logs every p2p shuffle start/stop at WARNING level: noise in a benchmark table
-    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +183,7 @@ def main(argv=None):
         "memory_limit": args.memory_limit,
         "sizes": {},
     }
+    quiet_cluster_logs()
     with (
         LocalCluster(
             n_workers=args.workers,

@@ -5,7 +5,7 @@ Part 1 (in memory): N scores (default 10M) generated on the workers and persiste
 scikit-learn's ``roc_auc_score`` + ``average_precision_score`` on the same numbers in this process.
 Both tied scores (rounded to 4 decimals) and continuous scores (float64, all distinct).
 
-Part 2 (out of core): scores written as parquet under /work/bench-data/ (created once, reused), then
+Part 2 (out of core): scores written as parquet under ``--data-dir`` (created once, reused), then
 evaluated from disk: wall time and peak RSS per worker (sampled every 0.2 s), for the default tree
 reduction and for ``score_ranges=R`` (which bounds the memory of continuous scores).
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import add_data_dir_arg, quiet_cluster_logs
 
 ROWS_PER_PART = 1_000_000
 
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="6GiB", help="per worker")
-    p.add_argument("--data-dir", default="/work/bench-data")
+    add_data_dir_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-memory", action="store_true", help="skip the in-memory sklearn comparison")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "evaluation.json"))
@@ -199,6 +200,7 @@ def main(argv=None) -> int:
 
     os.makedirs(args.data_dir, exist_ok=True)
     rows = []
+    quiet_cluster_logs()
     with (
         LocalCluster(
             n_workers=args.workers,

@@ -6,7 +6,7 @@ For each size, on a fresh LocalCluster (default 2 workers x 1 thread):
 * ``default``: ``TransactionFeatures()`` with every default feature (a shuffle by merchant, then by
   card, plus the frequency tables learned in ``fit``);
 
-each read from ``/work/bench-data/transactions-<N>`` (generated if absent), computed and written as
+each read from ``<data-dir>/transactions-<N>`` (generated if absent), computed and written as
 parquet (``transaction_id`` + features). Reported: wall seconds, rows/s, and the peak resident memory
 of each worker process (its RSS sampled every 20 ms; workers are fresh for each run).
 
@@ -36,6 +36,7 @@ from pathlib import Path
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from _common import add_data_dir_arg
 
 from daskml_scale.cluster import connect
 from daskml_scale.data import make_transactions
@@ -210,7 +211,7 @@ def main(argv=None):
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="6GiB", help="per worker")
-    ap.add_argument("--data-dir", default="/work/bench-data")
+    add_data_dir_arg(ap)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "features.json"))
     args = ap.parse_args(argv)
 

@@ -16,7 +16,7 @@ Usage::
     python benchmarks/bench_fraud.py --train-rows 1000000 --score-rows 1000000
     python benchmarks/bench_fraud.py --train-rows 2000000 --score-rows 10000000   # the issue's sizes
 
-Data lives under /work/bench-data (generated when absent); results go to benchmarks/results/.
+Data lives under ``--data-dir`` (generated when absent); results go to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import dask.dataframe as dd  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xgboost as xgb  # noqa: E402
+from _common import add_data_dir_arg, quiet_cluster_logs  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from daskml_scale import schema as S  # noqa: E402
@@ -73,7 +74,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=100, help="xgboost boosting rounds")
     ap.add_argument("--epochs", type=int, default=3, help="SGD epochs")
     ap.add_argument("--partition-rows", type=int, default=250_000)
-    ap.add_argument("--data-dir", default="/work/bench-data")
+    add_data_dir_arg(ap)
     ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_fraud.json"))
     args = ap.parse_args(argv)
@@ -85,6 +86,7 @@ def main(argv=None):
         "args": vars(args),
     }
     rows_table = []
+    quiet_cluster_logs()
     with (
         LocalCluster(
             n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
