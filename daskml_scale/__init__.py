@@ -39,6 +39,7 @@ from .cluster import compute, connect, get_client  # noqa: E402  (after the cach
 from .errors import (  # noqa: E402
     ArtifactError,
     DaskMLScaleError,
+    FitError,
     InputError,
     NotFittedError,
     ParameterError,
@@ -48,6 +49,7 @@ from .errors import (  # noqa: E402
 __all__ = [
     "ArtifactError",
     "DaskMLScaleError",
+    "FitError",
     "InputError",
     "NotFittedError",
     "ParameterError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "DaskMLScaleError",
+    "FitError",
     "InputError",
     "NotFittedError",
     "ParameterError",
@@ -51,6 +52,13 @@ class ParameterError(DaskMLScaleError, ValueError):
 
 class NotFittedError(DaskMLScaleError, AttributeError):
     """An estimator was used before ``fit``."""
+
+
+class FitError(DaskMLScaleError, RuntimeError):
+    """A fit could not go on: its state became invalid (non-finite factors or coefficients).
+
+    The message names the iteration and what to change (scale the input, lower a learning rate or alpha).
+    """
 
 
 class InputError(DaskMLScaleError, OSError):

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from implicit.nearest_neighbours import bm25_weight
 
 from daskml_scale.errors import ParameterError, SchemaError
-from daskml_scale.recommend import ALSRecommender
+from daskml_scale.recommend import ALSRecommender, PopularityRecommender
 from daskml_scale.recommend._matrix import (
     apply_confidence,
     balanced_bounds,
@@ -128,6 +128,49 @@ def test_nan_ids_refused_with_count():
     df = pd.DataFrame({"user_id": [1.0, np.nan, np.nan], "item_id": [1, 2, 3]})
     with pytest.raises(SchemaError, match="2 row\\(s\\) have a missing 'user_id'"):
         ALSRecommender(iterations=1).fit(df)
+
+
+def _bad_weight_frame():
+    """30 good rows, then 2 NaN, 1 +inf, 1 -inf and 3 negative weights (and a zero, which is fine)."""
+    df = _frame(n=38)
+    df["weight"] = np.r_[np.ones(30), [0.0, np.nan, np.nan, np.inf, -np.inf, -1.0, -0.5, -3.0]]
+    return df
+
+
+def test_bad_weights_refused_with_counts_by_both_engines():
+    """Both engines (and the popularity baseline) share the check: one message, every kind counted."""
+    ddf = dd.from_pandas(_bad_weight_frame(), npartitions=3)
+    rule = (
+        r"ALSRecommender: column 'weight' must hold finite values >= 0; 7 row\(s\) break that rule "
+        r"\(NaN: 2, \+inf: 1, -inf: 1, negative: 3\)\. Drop or fix them"
+    )
+    messages = []
+    for engine in ("implicit", "distributed"):
+        with pytest.raises(SchemaError, match=rule) as err:
+            ALSRecommender(engine=engine, iterations=1).fit(ddf)
+        assert err.value.column == "weight"
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    with pytest.raises(SchemaError, match="PopularityRecommender: column 'weight' must hold finite"):
+        PopularityRecommender(by="weight").fit(ddf)
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"), [(np.inf, "\\+inf: 1"), (-np.inf, "-inf: 1"), (-0.25, "negative: 1")]
+)
+@pytest.mark.parametrize("engine", ["implicit", "distributed"])
+def test_each_kind_of_bad_weight_refused(engine, bad, kind):
+    df = _frame(n=50)
+    df.loc[7, "weight"] = bad
+    with pytest.raises(SchemaError, match=f"1 row\\(s\\) break that rule \\(.*{kind}"):
+        ALSRecommender(engine=engine, iterations=1).fit(dd.from_pandas(df, npartitions=2))
+
+
+def test_zero_weights_accepted():
+    df = _frame(n=50)
+    df.loc[:9, "weight"] = 0.0
+    model = ALSRecommender(engine="distributed", factors=2, iterations=1).fit(df)
+    assert np.isfinite(model.user_factors_).all()
 
 
 def test_non_numeric_weight_refused():

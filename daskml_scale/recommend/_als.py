@@ -24,7 +24,7 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..errors import ParameterError, check_fitted, check_in
+from ..errors import FitError, ParameterError, check_fitted, check_in
 from . import _kernels as K
 from ._matrix import (
     add_counts,
@@ -339,14 +339,20 @@ class ALSRecommender(BaseEstimator):
         users = runner.map(_confidence_block, users_raw, list(ub[:-1]), orientation="user", **kw)
         items = runner.map(_confidence_block, items_raw, list(ib[:-1]), orientation="item", **kw)
         del users_raw, items_raw
-        nnz = sum(runner.gather(runner.map(_nnz, users)))  # small: one count per block
+        stats = runner.gather(runner.map(_block_stats, users))  # small: two numbers per block
+        nnz, max_conf = sum(n for n, _ in stats), max((c for _, c in stats), default=0.0)
+        n_iter = int(self.iterations)
+
+        def check(F, iteration, side):
+            _check_finite(F, side, iteration, n_iter, max_conf, type(self).__name__)
+
         X = runner.map(K.init_rows, list(ub[:-1]), list(ub[1:]), factors=k, seed=seed, side=0)
         Y = runner.map(K.init_rows, list(ib[:-1]), list(ib[1:]), factors=k, seed=seed, side=1)
         threads = 0 if not runner.distributed else 1
         numpy_kernel = kernel == "numpy"
         Y_full = np.concatenate(runner.gather(Y))  # small: factors of one side
         losses, times = [], []
-        for _ in range(int(self.iterations)):
+        for it in range(1, n_iter + 1):
             t = time.perf_counter()
             # implicit's kernel forms the Gram matrix itself; the numpy kernel takes it broadcast
             Yb, G = runner.broadcast(Y_full), (runner.broadcast(_gram(Y_full)) if numpy_kernel else None)
@@ -355,12 +361,14 @@ class ALSRecommender(BaseEstimator):
                 kernel=kernel, num_threads=threads,
             )  # fmt: skip
             X_full = np.concatenate(runner.gather(X))  # small: factors of one side
+            check(X_full, it, "users")
             Xb, G = runner.broadcast(X_full), (runner.broadcast(_gram(X_full)) if numpy_kernel else None)
             Y = runner.map(
                 K.solve_block, items, Y, Y=Xb, gram=G, regularization=reg, cg_steps=int(self.cg_steps),
                 kernel=kernel, num_threads=threads,
             )  # fmt: skip
             Y_full = np.concatenate(runner.gather(Y))  # small: factors of one side
+            check(Y_full, it, "items")
             times.append(time.perf_counter() - t)
             if self.compute_loss:
                 Yb, G = runner.broadcast(Y_full), runner.broadcast(_gram(Y_full))
@@ -423,8 +431,22 @@ class ALSRecommender(BaseEstimator):
         return load_model(path, kind=cls.__name__)
 
 
-def _nnz(C) -> int:
-    return int(C.nnz)
+def _block_stats(C) -> tuple[int, float]:
+    """Stored pairs and largest absolute confidence of a block."""
+    return int(C.nnz), float(np.abs(C.data).max()) if C.nnz else 0.0
+
+
+def _check_finite(F, side: str, iteration: int, iterations: int, max_conf: float, owner: str) -> None:
+    """Raise FitError when a half-iteration returned NaN or inf factors (float32 overflow)."""
+    bad = ~np.isfinite(F).all(axis=1)
+    if bad.any():
+        raise FitError(
+            f"{owner}(engine='distributed'): the {side[:-1]} factors became non-finite (NaN or inf) "
+            f"in iteration {iteration} of {iterations} ({side} half-step): {int(bad.sum())} of {len(F)} "
+            f"{side}. The solver works in float32 and the largest confidence alpha * f(weight) is "
+            f"{max_conf:.3g}: its products overflowed. Lower alpha, use confidence='log' or 'bm25', "
+            "or rescale the weights."
+        )
 
 
 def _confidence_block(block, offset, **kwargs):

@@ -32,12 +32,15 @@ __all__ = [
     "build_block",
     "build_id_maps",
     "check_interactions",
+    "check_weight_problems",
     "index_partition",
     "row_counts",
     "split_pieces",
+    "weight_problems",
 ]
 
 CONFIDENCES = ("linear", "log", "bm25")
+WEIGHT_PROBLEMS = ("NaN", "+inf", "-inf", "negative")
 
 
 def check_interactions(ddf, owner: str):
@@ -69,26 +72,59 @@ def check_interactions(ddf, owner: str):
     return ddf[cols]
 
 
+def weight_problems(weights: pd.Series) -> pd.DataFrame:
+    """One row counting the weights that are NaN, +inf, -inf, or finite and negative (one partition)."""
+    v = weights.to_numpy(dtype=np.float64, na_value=np.nan)
+    counts = [np.isnan(v).sum(), np.isposinf(v).sum(), np.isneginf(v).sum(), (np.isfinite(v) & (v < 0)).sum()]
+    return pd.DataFrame([counts], columns=list(WEIGHT_PROBLEMS), dtype="int64")
+
+
+def check_weight_problems(counts, owner: str) -> None:
+    """Raise SchemaError naming the weight column, the rule and the count of each kind of bad value.
+
+    ``counts``: mapping of :data:`WEIGHT_PROBLEMS` to row counts (:func:`weight_problems`, summed).
+    Weights must be finite and >= 0 (zero is fine: the pair is dropped); every engine reads them as
+    confidences, where NaN or inf would turn the factors into NaN and negative ones change the model.
+    """
+    counts = {k: int(counts[k]) for k in WEIGHT_PROBLEMS}
+    total = sum(counts.values())
+    if total:
+        per_kind = ", ".join(f"{k}: {n}" for k, n in counts.items())
+        raise SchemaError(
+            f"{owner}: column {S.WEIGHT!r} must hold finite values >= 0; {total} row(s) break that rule "
+            f"({per_kind}). Drop or fix them first, e.g. "
+            "ddf = ddf[(ddf['weight'] >= 0) & (ddf['weight'] < float('inf'))].",
+            column=S.WEIGHT,
+        )
+
+
 def build_id_maps(ddf, *, owner: str, client=None) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct user and item ids of ``ddf`` (their positions are the matrix indices).
 
     One pass: distinct ids per partition, combined by Dask's tree reduction, plus the count of
-    missing ids and weights (refused with a count and the fix).
+    missing ids and of bad weights (NaN, +inf, -inf, negative), refused with the counts and the fix
+    before any long work starts.
     """
     # distinct per partition, then a tree reduction (split_out=1: no shuffle)
     users = ddf[S.USER_ID].unique(split_out=1)
     items = ddf[S.ITEM_ID].unique(split_out=1)
-    nulls = ddf.isna().sum()
-    # small: one entry per distinct user / item (the size of the model), and one count per column
-    users, items, nulls = compute(users, items, nulls, client=client)
+    nulls = ddf[[S.USER_ID, S.ITEM_ID]].isna().sum()
+    todo = [users, items, nulls]
+    if S.WEIGHT in ddf.columns:
+        meta = pd.DataFrame({k: pd.Series([], dtype="int64") for k in WEIGHT_PROBLEMS})
+        todo.append(ddf[S.WEIGHT].map_partitions(weight_problems, meta=meta).sum())
+    # small: one entry per distinct user / item (the size of the model), one count per column / kind
+    users, items, nulls, *weights = compute(*todo, client=client)
     bad = {k: int(v) for k, v in nulls.items() if v}
     if bad:
         col, n = next(iter(bad.items()))
         raise SchemaError(
             f"{owner}: {n} row(s) have a missing {col!r} (missing per column: {bad}). Drop them first, "
-            "e.g. ddf.dropna(subset=['user_id', 'item_id', 'weight']), or fill the weight.",
+            "e.g. ddf.dropna(subset=['user_id', 'item_id']).",
             column=col,
         )
+    if weights:
+        check_weight_problems(weights[0], owner)
     if len(users) == 0:
         raise SchemaError(f"{owner}: the interactions are empty (0 rows). Pass at least one interaction.")
     return np.sort(users.dropna().to_numpy()), np.sort(items.dropna().to_numpy())
