@@ -144,7 +144,7 @@ def pandas_required(df: pd.DataFrame) -> pd.DataFrame:
     prev = u["timestamp"] - u.groupby("card_id")["timestamp"].shift()
     out["card_seconds_since_prev"] = (
         s[["card_id", "timestamp"]]
-        .merge(u.assign(gap=prev.dt.total_seconds()), on=["card_id", "timestamp"], how="left")["gap"]
+        .merge(u.assign(gap=prev.where(prev <= pd.Timedelta(days=30)).dt.total_seconds()), on=["card_id", "timestamp"], how="left")["gap"]
         .to_numpy()
     )
     return out

@@ -75,7 +75,7 @@ def _rolling(df, entity, col, window, how):
     return pd.Series(res.to_numpy(), index=s["transaction_id"].to_numpy())
 
 
-def oracle(df):
+def oracle(df, gap_horizon="30d"):
     """The features computed directly with pandas groupby + time-based rolling(closed='left')."""
     df = df.assign(one=1.0)
     out = pd.DataFrame(index=pd.Index(np.sort(df["transaction_id"].to_numpy()), name="transaction_id"))
@@ -90,13 +90,14 @@ def oracle(df):
     out["merchant_txn_count_1h"] = _rolling(df, "merchant_id", "one", "1h", "sum").fillna(0)
     out["merchant_txn_count_24h"] = _rolling(df, "merchant_id", "one", "24h", "sum").fillna(0)
     out["merchant_amount_mean_24h"] = _rolling(df, "merchant_id", "amount", "24h", "mean")
-    # seconds since the latest strictly earlier transaction of the card
+    # seconds since the latest strictly earlier transaction of the card within [t - horizon, t)
     u = df[["card_id", "timestamp"]].drop_duplicates().sort_values(["card_id", "timestamp"])
     u["prev"] = u.groupby("card_id")["timestamp"].shift()
     m = df.merge(u, on=["card_id", "timestamp"], how="left").set_index("transaction_id")
     gap = (m["timestamp"] - m["prev"]).dt.as_unit("ns")
     # nanoseconds / 1e9, correctly rounded (Series.dt.total_seconds can be 1 ulp off)
-    secs = np.where(gap.isna(), np.nan, gap.to_numpy().view(np.int64) / 1e9)
+    none = gap.isna() | (gap > td(gap_horizon))  # a gap of exactly the horizon is inside it
+    secs = np.where(none, np.nan, gap.to_numpy().view(np.int64) / 1e9)
     out["card_seconds_since_prev"] = pd.Series(secs, index=m.index)
     # amount profile over 30 days
     mean30 = _rolling(df, "card_id", "amount", "30d", "mean")
@@ -241,13 +242,11 @@ def test_daily_batches_with_history_trimmed_to_required_history(frame):
     tf = TransactionFeatures(
         windows={"1h": ["count"], "24h": ["count", "sum", "nunique"]},
         profile_window="2d",
+        gap_horizon="36h",
         other_entities={"merchant_id": {"1h": ["count"]}},
     ).fit(scattered(frame))
     assert tf.required_history_ == pd.Timedelta(days=2)
     full = by_id(tf.transform(scattered(frame)))
-    exact = [
-        c for c in tf.get_feature_names_out() if full[c].dtype == np.int64 or c.startswith("card_merchant")
-    ] + ["card_seconds_since_prev", "card_new_merchant_2d"]
     for day in (pd.Timestamp("2025-03-05"), pd.Timestamp("2025-03-06")):  # one batch a day
         new = frame[(frame.timestamp >= day) & (frame.timestamp < day + pd.Timedelta(days=1))]
         hist = frame[(frame.timestamp < day) & (frame.timestamp >= day - tf.required_history_)]
@@ -255,11 +254,8 @@ def test_daily_batches_with_history_trimmed_to_required_history(frame):
         got = by_id(tf.transform(scattered(new, 3), history=scattered(hist, 2)))
         want = full.loc[got.index]
         assert len(got) == len(new)
-        for col in tf.get_feature_names_out():
-            if col in exact:
-                np.testing.assert_array_equal(got[col], want[col], err_msg=col)
-            else:  # running sums start at a different row: equal up to float rounding
-                np.testing.assert_allclose(got[col], want[col], rtol=1e-12, atol=1e-9, err_msg=col)
+        for col in tf.get_feature_names_out():  # bit-identical, floats included
+            np.testing.assert_array_equal(got[col], want[col], err_msg=col)
 
 
 def test_history_with_fewer_columns_and_no_label(frame):
@@ -336,7 +332,8 @@ def test_custom_windows_entities_and_names(frame):
         entity="merchant_id",
         counterparty="card_id",
         windows={"30min": ["count", "nunique"], "2d": ["sum"]},
-        profile_window="all",
+        profile_window="365d",
+        gap_horizon="2d",
         other_entities={"card_id": {"6h": ["count"]}},
         time_features=False,
         categoricals=[],
@@ -348,19 +345,19 @@ def test_custom_windows_entities_and_names(frame):
         "merchant_distinct_card_30min",
         "merchant_amount_sum_2d",
         "merchant_seconds_since_prev",
-        "merchant_amount_ratio_all",
-        "merchant_amount_zscore_all",
-        "merchant_card_txn_count_all",
-        "merchant_new_card_all",
+        "merchant_amount_ratio_365d",
+        "merchant_amount_zscore_365d",
+        "merchant_card_txn_count_365d",
+        "merchant_new_card_365d",
     ]
-    assert tf.required_history_ is None
+    assert tf.required_history_ == pd.Timedelta(days=365)
     got = by_id(tf.transform(scattered(frame)))
     np.testing.assert_array_equal(
         got["merchant_txn_count_30min"],
         _rolling(frame.assign(one=1.0), "merchant_id", "one", "30min", "sum").fillna(0).sort_index(),
     )
-    allmean = _rolling(frame, "merchant_id", "amount", "3650d", "mean").sort_index()
-    np.testing.assert_allclose(got["merchant_amount_ratio_all"], got["amount"] / allmean, rtol=1e-9)
+    allmean = _rolling(frame, "merchant_id", "amount", "365d", "mean").sort_index()
+    np.testing.assert_allclose(got["merchant_amount_ratio_365d"], got["amount"] / allmean, rtol=1e-9)
 
 
 def test_minimal_configuration_gives_only_the_required_features(frame):
@@ -373,7 +370,8 @@ def test_minimal_configuration_gives_only_the_required_features(frame):
         categoricals=[],
     ).fit(scattered(frame))
     assert sorted(tf.get_feature_names_out()) == sorted(REQUIRED)
-    assert tf.required_history_ == pd.Timedelta(days=7)
+    assert tf.required_history_ == pd.Timedelta(days=30)  # the gap horizon is the longest look-back
+    assert clone(tf).set_params(gap_horizon="7d").fit(scattered(frame)).required_history_ == td("7d")
     got = by_id(tf.transform(scattered(frame)))
     assert_matches_oracle(got, oracle(frame), REQUIRED)
 
@@ -468,6 +466,9 @@ def test_feature_columns_already_present(frame):
         ({"windows": {"-1h": ["count"]}}, "positive durations"),
         ({"counterparty": None}, "nunique"),
         ({"profile_window": "soon"}, "profile_window"),
+        ({"profile_window": "all"}, "look-back is bounded"),
+        ({"gap_horizon": None}, "'gap_horizon' parameter"),
+        ({"gap_horizon": "forever"}, "'gap_horizon' parameter"),
         ({"other_entities": {"card_id": {"1h": ["count"]}}}, "repeats the main entity"),
         ({"other_entities": {"merchant_id": {"1h": ["nunique"]}}}, "must be one of"),
         ({"max_categories": 0}, "max_categories"),
@@ -496,3 +497,115 @@ def test_distributed_p2p_matches_pandas(client, frame, want):
     tf = TransactionFeatures(shuffle_method="p2p").fit(ddf, client=client)
     got = by_id(tf.transform(ddf).compute())
     assert_matches_oracle(got, want, list(want.columns))
+
+
+# ------------------------------------------------------------------------------ dormant cards
+T0 = pd.Timestamp("2025-01-01")
+CUT = T0 + pd.Timedelta(days=45)  # first instant of the first scored batch
+EDGES = ("1h", "24h", "7d", "30d")  # every window of the default configuration
+
+
+def make_dormant_frame(seed=0):
+    """Busy cards, cards idle 40+ days before the scored period, and gaps at each window's edge.
+
+    Edge cards: for each window ``w`` and anchor ``s`` (``CUT`` itself, and a time inside the first
+    batch), a transaction at ``s`` whose previous one is ``w - 1ns``, ``w`` (on the edge: inside) or
+    ``w + 1ns`` (just outside) earlier, at the same merchant, plus one 50 days earlier.
+    """
+    rng = np.random.default_rng(seed)
+    ns = pd.Timedelta(1, unit="ns")
+    rows = []  # (timestamp, card, merchant, amount)
+    n = 2_500  # background: 40 cards over 60 days
+    minutes = rng.integers(0, 60 * 24 * 12, n) * 5
+    for m, c, mer, a in zip(
+        minutes, (40 * rng.random(n) ** 2).astype(int), rng.integers(0, 25, n), np.exp(rng.normal(3, 1, n))
+    ):
+        rows.append((T0 + pd.Timedelta(int(m), unit="min"), c, mer, round(a, 2)))
+    for c in range(100, 120):  # dormant: busy in days 0-5, silent until the scored period
+        amount = (lambda: 9.99) if c < 105 else (lambda: round(float(np.exp(rng.normal(3, 1))), 2))
+        favourite = 30 + c % 5
+        for m in rng.integers(0, 5 * 24 * 60, 15):
+            rows.append((T0 + pd.Timedelta(int(m), unit="min"), c, favourite, amount()))
+        for m in rng.integers(0, 3 * 24 * 60, 4):
+            mer = favourite if rng.random() < 0.5 else int(rng.integers(0, 25))
+            rows.append((CUT + pd.Timedelta(int(m), unit="min"), c, mer, amount()))
+    card = 200
+    for s in (CUT, CUT + pd.Timedelta("5h7min") + 123 * ns):
+        for w in EDGES:
+            for delta in (-ns, 0 * ns, ns):
+                mer = 300 + card  # the card's own merchant: merchant-side edges too
+                gap = td(w) + delta
+                rows.append((s - pd.Timedelta(days=50), card, mer, 20.0))
+                rows.append((s - gap, card, mer, 10.0))
+                rows.append((s, card, mer, 30.0))
+                if delta == 0 * ns:  # a tie at s
+                    rows.append((s, card, mer, 31.0))
+                rows.append((s + pd.Timedelta(hours=2), card, mer, 10.0))
+                card += 1
+    ts, cards, mers, amounts = zip(*rows)
+    amount = np.array(amounts, dtype=float)
+    amount[rng.random(len(rows)) < 0.03] = np.nan
+    df = pd.DataFrame(
+        {
+            "transaction_id": rng.permutation(len(rows)).astype(np.int64) + 1000,
+            "timestamp": pd.DatetimeIndex(ts).astype("datetime64[ns]"),
+            "card_id": np.array(cards, dtype=np.int64),
+            "merchant_id": np.array(mers, dtype=np.int64),
+            "amount": amount,
+            "merchant_category": pd.array(rng.choice(["food", "fuel", "web"], len(rows)), dtype="str"),
+            "channel": pd.array(rng.choice(["pos", "online"], len(rows)), dtype="str"),
+            "is_fraud": (rng.random(len(rows)) < 0.05).astype(np.int64),
+        }
+    )
+    return df.sort_values("transaction_id").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def dormant():
+    return make_dormant_frame()
+
+
+def test_dormant_cards_history_trimmed_to_required_history_equals_all_at_once(dormant):
+    """Every feature, every card: transform(new, history=trimmed) == transform(all) on the new rows."""
+    df = dormant
+    tf = TransactionFeatures().fit(scattered(df))
+    names = list(tf.get_feature_names_out())
+    full = by_id(tf.transform(scattered(df)))
+    prev = df.sort_values("timestamp").groupby("card_id")["timestamp"].shift()
+    idle = (df["timestamp"] - prev.reindex(df.index)).reindex(df.index)
+    day = pd.Timedelta(days=1)
+    for start, end in ((CUT, CUT + day), (CUT + day, CUT + 4 * day)):
+        in_new = (df.timestamp >= start) & (df.timestamp < end)
+        new = df[in_new]
+        # the history a scoring job keeps: every row in [start - required_history_, start)
+        hist = df[(df.timestamp < start) & (df.timestamp >= start - tf.required_history_)]
+        assert (idle[in_new] > pd.Timedelta(days=40)).sum() >= 4  # dormant cards are scored
+        got = by_id(tf.transform(scattered(new, 3), history=scattered(hist, 2)))
+        want = full.loc[got.index]
+        assert len(got) == len(new)
+        if start == CUT:  # and edge cases: a previous transaction exactly on the history's first instant
+            assert (idle[in_new & (df.timestamp == start)] == tf.required_history_).any()
+        differ = {}  # bit-identical, floats included
+        for col in names:
+            a, b = got[col].to_numpy(dtype=float), want[col].to_numpy(dtype=float)
+            bad = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            if bad.any():
+                i = np.flatnonzero(bad)[0]
+                differ[col] = f"{bad.sum()} rows, e.g. {a[i]!r} (history) vs {b[i]!r} (all at once)"
+        assert not differ, f"batch {start}: {differ}"
+
+
+def test_dormant_and_edge_cards_equal_pandas(dormant):
+    got = by_id(TransactionFeatures().fit(scattered(dormant)).transform(scattered(dormant, 5)))
+    want = oracle(dormant)
+    assert_matches_oracle(got, want, list(want.columns))
+    # the gap horizon's edge: exactly 30 days is a gap, 1ns more is "none within 30 days" (NaN)
+    secs = got["card_seconds_since_prev"]
+    assert (secs == 30 * 86_400).sum() >= 2 and (secs == 30 * 86_400 - 1e-9).sum() >= 2
+    assert secs.max() == 30 * 86_400
+    first = dormant.sort_values("timestamp").groupby("card_id")["transaction_id"].first()
+    assert secs.isna().sum() > len(first)  # dormant cards come back with NaN, like a first transaction
+    back = dormant[(dormant.card_id >= 100) & (dormant.card_id < 120) & (dormant.timestamp >= CUT)]
+    came_back = back.sort_values("timestamp").groupby("card_id")["transaction_id"].first()
+    assert secs[came_back].isna().all()
+    assert (got.loc[came_back, "card_new_merchant_30d"].dropna() == 1).all()

@@ -31,6 +31,7 @@ def _sorted_sample(seed=0, n=2_000):
 def test_window_bounds_match_a_direct_search():
     g, t = _sorted_sample()
     w = Windows(g, t, [50, None])
+    gap = w.seconds_since_prev(50)
     for i in range(0, len(g), 37):
         same = np.flatnonzero(g == g[i])
         earlier = same[t[same] < t[i]]
@@ -38,9 +39,15 @@ def test_window_bounds_match_a_direct_search():
         inside = earlier[t[earlier] >= t[i] - 50]
         assert w.hi[i] - w.lo(50)[i] == len(inside)
         assert w.lo(None)[i] == same[0] == w.start[i]
+        # the gap looks back the horizon only: NaN when no earlier row within it
+        if len(inside):
+            assert gap[i] == (t[i] - t[inside[-1]]) / 1e9
+        else:
+            assert np.isnan(gap[i])
 
 
-def test_stats_distinct_and_pairs_match_brute_force():
+@pytest.mark.parametrize("block", [80, 97, 10_000])
+def test_stats_distinct_and_pairs_match_brute_force(block):
     g, t = _sorted_sample(1)
     rng = np.random.default_rng(2)
     x = rng.normal(100, 5, len(g))
@@ -48,7 +55,7 @@ def test_stats_distinct_and_pairs_match_brute_force():
     codes = rng.integers(-1, 12, len(g))  # -1: missing
     w = Windows(g, t, [80])
     lo, hi = w.lo(80), w.hi
-    n, total, mean, std = Prefix(g, x).stats(w.start, lo, hi)
+    n, total, mean, std = Prefix(g, t, x, block).stats(lo, hi)
     distinct = window_distinct(codes, lo, hi)
     pair = g * 100 + codes + 1
     pairs = pair_counts(pair, t, 80)
@@ -67,3 +74,31 @@ def test_stats_distinct_and_pairs_match_brute_force():
         assert distinct[i] == len(set(cs[cs >= 0]))
         mask = (pair == pair[i]) & (t < t[i]) & (t >= t[i] - 80)
         assert pairs[i] == mask.sum()
+
+
+def test_stats_depend_only_on_the_last_block():
+    """Dropping every row older than one block before a row leaves its stats bit-identical."""
+    g, t = _sorted_sample(3, n=3_000)
+    rng = np.random.default_rng(4)
+    x = np.round(np.exp(rng.normal(3, 1, len(g))), 2)
+    x[rng.random(len(g)) < 0.1] = np.nan
+    x[g == 5] = 9.99  # constant values: std exactly 0
+    block, width = 60, 60
+    w = Windows(g, t, [width, 25])
+    full = [Prefix(g, t, x, block).stats(w.lo(k), w.hi) for k in (width, 25)]
+    assert (full[0][3][(g == 5) & (full[0][0] > 1)] == 0).all()
+    for cut in (100, 173, 250):
+        keep = t >= cut - block
+        w2 = Windows(g[keep], t[keep], [width, 25])
+        part = [Prefix(g[keep], t[keep], x[keep], block).stats(w2.lo(k), w2.hi) for k in (width, 25)]
+        scored = t[keep] >= cut
+        for a, b in zip(full, part):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u[keep][scored], v[scored])
+
+
+def test_stats_refuse_a_window_wider_than_a_block():
+    g, t = _sorted_sample(5)
+    w = Windows(g, t, [80])
+    with pytest.raises(ValueError, match="block_ns >= every window"):
+        Prefix(g, t, np.ones(len(g)), 40).stats(w.lo(80), w.hi)

@@ -8,8 +8,10 @@ same).
 
 The bounds ``[lo[i], hi[i])`` of every window are found in one linear two-pointer pass per
 partition (numba; sorted times make each window's start move forward only), so a window never
-crosses into another entity. Sums come from per-entity running sums, counts of non-missing values
-from integer prefix counts, distinct counts from one sliding pass.
+crosses into another entity. Sums come from per-entity running sums restarted at fixed,
+epoch-aligned block boundaries (so a window's value depends only on the rows within one block
+width before it: the same bits whatever older history a partition holds), counts of non-missing
+values from integer prefix counts, distinct counts from one sliding pass.
 """
 
 from __future__ import annotations
@@ -149,13 +151,16 @@ class Windows:
         """First row of each window ``[t - width, t)`` (the group's first row when width is None)."""
         return self._lo[self.widths.index(width_ns)]
 
-    def seconds_since_prev(self) -> np.ndarray:
-        """Seconds since the latest strictly earlier row of the same group (NaN when none).
+    def seconds_since_prev(self, horizon_ns: int) -> np.ndarray:
+        """Seconds since the latest strictly earlier row of the same group within ``[t - horizon, t)``.
 
-        The difference is taken in int64 nanoseconds, then converted: exact to the nanosecond.
+        NaN when the group has no row in that window (none ever, or none within the horizon): the
+        value looks back ``horizon_ns`` at most, so it is the same whatever earlier rows exist.
+        ``horizon_ns`` must be one of the widths given. The difference is taken in int64
+        nanoseconds, then converted: exact to the nanosecond.
         """
         out = np.full(len(self.t), np.nan)
-        has = self.hi > self.start
+        has = self.hi > self.lo(horizon_ns)
         out[has] = (self.t[has] - self.t[self.hi[has] - 1]) / 1e9
         return out
 
@@ -174,77 +179,130 @@ def pair_counts(pair: np.ndarray, t: np.ndarray, width_ns: int | None) -> np.nda
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_cumsum(g, x):  # pragma: no cover - compiled
-    """Inclusive running sums restarted at each group, NaN taken as 0.
+def _block_sums(g, blk, x):  # pragma: no cover - compiled
+    """Running sums restarted at each segment (rows of one group in one block), both ways.
 
-    Returns the running sums of ``x``, of ``x - ref`` and of ``(x - ref) ** 2``, and ``ref``: each
-    row's group's first non-NaN value. Shifting by ``ref`` keeps a variance computed from sums
-    accurate when values are large compared with their spread.
+    Forward sums run from the segment's first row to each row, backward sums from each row to the
+    segment's last row, NaN taken as 0. Each way has its own shift ``ref``: the segment's first
+    non-NaN value forwards, its last one backwards (a variance from shifted sums stays accurate when
+    values are large compared with their spread, and is exactly 0 for constant values).
     """
     n = len(x)
-    s1 = np.empty(n)
-    sd = np.empty(n)
-    s2 = np.empty(n)
-    refs = np.empty(n)
-    acc1 = 0.0
-    accd = 0.0
-    acc2 = 0.0
-    ref = np.nan
-    for i in range(n):
-        if i == 0 or g[i] != g[i - 1]:
-            acc1 = 0.0
-            accd = 0.0
-            acc2 = 0.0
-            ref = np.nan
-            for j in range(i, n):
-                if g[j] != g[i]:
-                    break
-                if not np.isnan(x[j]):
-                    ref = x[j]
-                    break
-        v = x[i]
-        if not np.isnan(v):
-            acc1 += v
-            d = v - ref
-            accd += d
-            acc2 += d * d
-        s1[i] = acc1
-        sd[i] = accd
-        s2[i] = acc2
-        refs[i] = ref
-    return s1, sd, s2, refs
+    seg = np.empty(n, dtype=np.int64)
+    f1 = np.empty(n)
+    fd = np.empty(n)
+    f2 = np.empty(n)
+    fref = np.empty(n)
+    b1 = np.empty(n)
+    bd = np.empty(n)
+    b2 = np.empty(n)
+    bref = np.empty(n)
+    a = 0
+    while a < n:
+        e = a + 1
+        while e < n and g[e] == g[a] and blk[e] == blk[a]:
+            e += 1
+        first = np.nan
+        for j in range(a, e):
+            if not np.isnan(x[j]):
+                first = x[j]
+                break
+        last = np.nan
+        for j in range(e - 1, a - 1, -1):
+            if not np.isnan(x[j]):
+                last = x[j]
+                break
+        acc1 = 0.0
+        accd = 0.0
+        acc2 = 0.0
+        for j in range(a, e):
+            v = x[j]
+            if not np.isnan(v):
+                d = v - first
+                acc1 += v
+                accd += d
+                acc2 += d * d
+            seg[j] = a
+            f1[j] = acc1
+            fd[j] = accd
+            f2[j] = acc2
+            fref[j] = first
+        acc1 = 0.0
+        accd = 0.0
+        acc2 = 0.0
+        for j in range(e - 1, a - 1, -1):
+            v = x[j]
+            if not np.isnan(v):
+                d = v - last
+                acc1 += v
+                accd += d
+                acc2 += d * d
+            b1[j] = acc1
+            bd[j] = accd
+            b2[j] = acc2
+            bref[j] = last
+        a = e
+    return seg, f1, fd, f2, fref, b1, bd, b2, bref
 
 
 class Prefix:
-    """Per-group running sums of one value column (rows sorted by group, then time).
+    """Running sums of one value column (rows sorted by group, then time), restarted every block.
+
+    Time is cut into fixed blocks of ``block_ns`` aligned on the epoch (block ``k`` holds the times
+    ``[k * block_ns, (k + 1) * block_ns)``). The sums restart at the first row of each group in each
+    block, forwards and backwards, so a window no wider than a block (it spans at most the end of the
+    previous block and the start of the current one) is summed from the rows in ``[t - block_ns, t)``
+    only: the result is bit-identical whatever earlier rows exist, which is what makes
+    ``transform(new, history=...)`` with trimmed history equal the all-at-once values. Rounding is
+    bounded by the sums over two blocks of one entity, not over its whole history.
+
+    Parameters
+    ----------
+    g : int array
+        Group code of each row, rows of a group contiguous.
+    t : int64 array
+        Time in ns, non-decreasing within each group.
+    x : float array
+        Values (NaN: missing, skipped by every sum).
+    block_ns : int
+        Block width in ns: at least the widest window passed to :meth:`stats`.
 
     Attributes
     ----------
-    s1, sd, s2 : float arrays
-        Inclusive running sums of ``x``, ``x - ref`` and ``(x - ref) ** 2`` (NaN as 0), restarted at
-        each group, so their rounding depends on that entity's own rows only.
+    seg : int64 array
+        First row of each row's segment (its group's rows in its block).
     valid : int array, length n + 1
         Exclusive global prefix count of non-NaN values (exact).
     """
 
-    def __init__(self, g: np.ndarray, x: np.ndarray):
+    def __init__(self, g: np.ndarray, t: np.ndarray, x: np.ndarray, block_ns: int):
+        if int(block_ns) < 1:
+            raise ValueError(f"block_ns must be a positive number of nanoseconds; got {block_ns!r}.")
         x = np.ascontiguousarray(x, dtype=np.float64)
         g = np.ascontiguousarray(g, dtype=np.int64)
-        self.s1, self.sd, self.s2, self.ref = _group_cumsum(g, x)
+        blk = np.floor_divide(np.ascontiguousarray(t, dtype=np.int64), np.int64(block_ns))
+        (self.seg, *self._sums) = _block_sums(g, blk, x)
         self.valid = np.zeros(len(x) + 1, dtype=np.int64)
         np.cumsum(~np.isnan(x), out=self.valid[1:])
 
-    def stats(self, start, lo, hi, want_std: bool = True):
-        """(n non-NaN, sum, mean, std with ddof=1) of each window ``[lo, hi)``.
+    def stats(self, lo, hi, want_std: bool = True):
+        """(n non-NaN, sum, mean, std with ddof=1) of each window ``[lo, hi)`` of rows.
 
-        Sum 0 and mean NaN when the window has no non-NaN value; std NaN with fewer than 2
-        (and not computed, an empty array, when ``want_std`` is False).
+        ``[lo[i], hi[i])`` must be rows of row ``i``'s group strictly earlier than it, no further back
+        than one block (true for a time window no wider than ``block_ns``). Sum 0 and mean NaN when
+        the window has no non-NaN value; std NaN with fewer than 2 (and not computed, an empty
+        array, when ``want_std`` is False).
         """
-        return _window_stats(self.s1, self.sd, self.s2, self.valid, start, lo, hi, want_std)
+        lo = np.ascontiguousarray(lo, dtype=np.int64)
+        hi = np.ascontiguousarray(hi, dtype=np.int64)
+        span = lo < self.seg
+        if span.any() and not (self.seg[self.seg[span] - 1] <= lo[span]).all():
+            raise ValueError("A window reaches back more than one block: use a block_ns >= every window.")
+        return _window_stats(*self._sums, self.seg, self.valid, lo, hi, want_std)
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_stats(s1, sd, s2, valid, start, lo, hi, want_std):  # pragma: no cover - compiled
+def _window_stats(f1, fd, f2, fref, b1, bd, b2, bref, seg, valid, lo, hi, want_std):  # pragma: no cover
     n = len(lo)
     count = np.empty(n, dtype=np.int64)
     total = np.empty(n)
@@ -254,17 +312,48 @@ def _window_stats(s1, sd, s2, valid, start, lo, hi, want_std):  # pragma: no cov
         L = lo[i]
         H = hi[i]
         c = valid[H] - valid[L]
-        t = 0.0
-        if H > L:
-            t = s1[H - 1] - (s1[L - 1] if L > start[i] else 0.0)
         count[i] = c
+        if c == 0:
+            total[i] = 0.0
+            mean[i] = np.nan
+            if want_std:
+                std[i] = np.nan
+            continue
+        s = seg[i]
+        m2 = 0.0
+        if L >= s:  # the window lies in the current block: forward sums
+            if L > s:
+                t = f1[H - 1] - f1[L - 1]
+                d = fd[H - 1] - fd[L - 1]
+                q = f2[H - 1] - f2[L - 1]
+            else:
+                t = f1[H - 1]
+                d = fd[H - 1]
+                q = f2[H - 1]
+            if want_std and c > 1:
+                m2 = q - d * d / c
+        else:  # [L, s): the end of the previous block (backward sums); [s, H): this block's start
+            ca = valid[s] - valid[L]
+            cb = valid[H] - valid[s]
+            da = 0.0
+            t = b1[L] + (f1[H - 1] if H > s else 0.0)
+            if want_std and c > 1:
+                if ca > 0:
+                    da = bd[L]
+                    m2 = max(b2[L] - da * da / ca, 0.0)
+                if cb > 0:
+                    db = fd[H - 1]
+                    m2b = max(f2[H - 1] - db * db / cb, 0.0)
+                    if ca > 0:
+                        delta = (fref[H - 1] + db / cb) - (bref[L] + da / ca)
+                        m2 = m2 + m2b + delta * delta * (ca * cb / c)
+                    else:
+                        m2 = m2b
         total[i] = t
-        mean[i] = t / c if c > 0 else np.nan
+        mean[i] = t / c
         if want_std:
             if c > 1:
-                d = sd[H - 1] - (sd[L - 1] if L > start[i] else 0.0)
-                q = s2[H - 1] - (s2[L - 1] if L > start[i] else 0.0)
-                var = (q - d * d / c) / (c - 1)
+                var = m2 / (c - 1)
                 std[i] = np.sqrt(var) if var > 0.0 else 0.0
             else:
                 std[i] = np.nan

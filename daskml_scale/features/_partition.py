@@ -10,9 +10,9 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
 ``counterparty``, ``cp_prefix``
     The column counted by ``nunique`` and by the first-time features (``merchant_id``), or None.
 ``profile``
-    ``(label, width_ns or None)`` for the amount-profile and first-time features, or None.
+    ``(label, width_ns)`` for the amount-profile and first-time features, or None.
 ``since_prev``
-    Whether to add ``<prefix>_seconds_since_prev``.
+    None, or the horizon in ns of ``<prefix>_seconds_since_prev`` (NaN when no earlier row within it).
 ``row_local``
     None, or ``{"time_features": bool, "frequencies": {column: [[value, freq], ...]}}``: features of
     the row alone, added in the last stage.
@@ -46,7 +46,7 @@ def stage_columns(stage: dict) -> list[tuple[str, str]]:
                 cols.append((f"{p}_distinct_{stage['cp_prefix']}_{label}", "int64"))
             else:
                 cols.append((f"{p}_amount_{agg}_{label}", "float64"))
-    if stage["since_prev"]:
+    if stage["since_prev"] is not None:
         cols.append((f"{p}_seconds_since_prev", "float64"))
     if stage["profile"] is not None:
         label = stage["profile"][0]
@@ -130,9 +130,13 @@ def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
     widths = [width for _, width, _ in stage["windows"]]
     if stage["profile"] is not None:
         widths.append(stage["profile"][1])
+    # running sums restart every block: no window reaches back further than one block
+    block_ns = max(widths, default=1)
+    if stage["since_prev"] is not None:
+        widths.append(stage["since_prev"])
     w = Windows(g, t[order], list(dict.fromkeys(widths)))
     x = pdf[stage["amount"]].to_numpy(dtype=np.float64, na_value=np.nan)[order]
-    prefix = Prefix(g, x)
+    prefix = None  # built on first use: stages with counts only never need it
     p = stage["prefix"]
     cp = stage["counterparty"]
     cp_codes = None
@@ -152,14 +156,18 @@ def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
                 sorted_out[f"{p}_distinct_{stage['cp_prefix']}_{label}"] = window_distinct(cp_codes, lo, w.hi)
             else:
                 if stats is None:
-                    stats = prefix.stats(w.start, lo, w.hi, want_std)
+                    if prefix is None:
+                        prefix = Prefix(g, w.t, x, block_ns)
+                    stats = prefix.stats(lo, w.hi, want_std)
                 _, total, mean, std = stats
                 sorted_out[f"{p}_amount_{agg}_{label}"] = {"sum": total, "mean": mean, "std": std}[agg]
-    if stage["since_prev"]:
-        sorted_out[f"{p}_seconds_since_prev"] = w.seconds_since_prev()
+    if stage["since_prev"] is not None:
+        sorted_out[f"{p}_seconds_since_prev"] = w.seconds_since_prev(stage["since_prev"])
     if stage["profile"] is not None:
         label, width = stage["profile"]
-        _, _, mean, std = prefix.stats(w.start, w.lo(width), w.hi)
+        if prefix is None:
+            prefix = Prefix(g, w.t, x, block_ns)
+        _, _, mean, std = prefix.stats(w.lo(width), w.hi)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(mean != 0, x / mean, np.nan)
             z = np.where(std > 0, (x - mean) / std, np.nan)

@@ -106,6 +106,11 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
     windows are computed with vectorised searches on those sorted arrays: the result is the same
     whatever the input partitioning. ``is_fraud`` is never read.
 
+    Every feature looks back a bounded, declared time (its window, ``profile_window`` or
+    ``gap_horizon``; none for the row-local ones), and ``required_history_`` is the longest: scoring
+    new rows with that much ``history`` gives the all-at-once values bit for bit, for every entity,
+    however long it was idle.
+
     Parameters
     ----------
     entity : str
@@ -121,9 +126,15 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         Column for ``nunique`` and the first-time features (default ``"merchant_id"``).
     profile_window : str or None
         Window of the entity's amount profile (``<p>_amount_ratio_<w>``, ``<p>_amount_zscore_<w>``)
-        and first-time features (``<p>_<cp>_txn_count_<w>``, ``<p>_new_<cp>_<w>``); default
-        ``"30d"``. ``"all"``: all earlier transactions given (then ``history`` must be complete);
-        None: no profile or first-time features.
+        and first-time features (``<p>_<cp>_txn_count_<w>``, ``<p>_new_<cp>_<w>``: first use of
+        the counterparty *within this window*); default ``"30d"``. None: no profile or first-time
+        features. Every look-back is bounded, so there is no unbounded ("all") profile: use a long
+        window such as ``"365d"`` (and pass that much history when scoring).
+    gap_horizon : str
+        How far back ``<p>_seconds_since_prev`` looks (default ``"30d"``): the seconds since the
+        entity's latest earlier transaction within ``[t - gap_horizon, t)``, NaN when there is none
+        (a first transaction and one after a longer idle spell get the same value, so scoring with
+        ``required_history_`` of history gives the all-at-once value).
     other_entities : dict, optional
         Entity column -> windows dict (no ``nunique``), e.g. merchant-side counts. Each costs one more
         shuffle. Default :data:`DEFAULT_OTHER_ENTITIES`; ``{}`` for none.
@@ -150,9 +161,11 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
     input_columns_ : list of str
         The columns the features read. Selecting them before ``transform`` (keeping what you need
         besides) makes the shuffles carry less: ``tf.transform(ddf[tf.input_columns_])``.
-    required_history_ : pandas.Timedelta or None
+    required_history_ : pandas.Timedelta
         How much history before the first new transaction ``transform(..., history=)`` needs for
-        exact values (the longest window); None when ``profile_window="all"`` (all history).
+        exact values: the longest look-back of any feature (windows of every entity,
+        ``profile_window``, ``gap_horizon``). Every row with a timestamp in
+        ``[first_new - required_history_, first_new)`` must be passed.
 
     Examples
     --------
@@ -183,6 +196,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         windows: dict | None = None,
         counterparty: str | None = S.MERCHANT_ID,
         profile_window: str | None = "30d",
+        gap_horizon: str = "30d",
         other_entities: dict | None = None,
         time_features: bool = True,
         categoricals: list | None = None,
@@ -197,6 +211,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         self.windows = windows
         self.counterparty = counterparty
         self.profile_window = profile_window
+        self.gap_horizon = gap_horizon
         self.other_entities = other_entities
         self.time_features = time_features
         self.categoricals = categoricals
@@ -248,9 +263,14 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         main_windows = _parse_windows(windows, "windows", owner, self.counterparty is not None)
         profile = None
         if self.profile_window == "all":
-            profile = ("all", None)
-        elif self.profile_window is not None:
+            raise ParameterError(
+                f"The 'profile_window' parameter of {owner} must be a duration such as '30d' or "
+                "'365d', or None. Got 'all' instead: every look-back is bounded so that scoring with "
+                "required_history_ of history gives the all-at-once values; use a long window instead."
+            )
+        if self.profile_window is not None:
             profile = (self.profile_window, parse_duration(self.profile_window, "profile_window", owner))
+        gap_horizon = parse_duration(self.gap_horizon, "gap_horizon", owner)
         others = DEFAULT_OTHER_ENTITIES if self.other_entities is None else self.other_entities
         if not isinstance(others, dict):
             raise ParameterError(
@@ -277,7 +297,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                     "counterparty": None,
                     "cp_prefix": None,
                     "profile": None,
-                    "since_prev": False,
+                    "since_prev": None,
                     "row_local": None,
                     **common,
                 }
@@ -290,7 +310,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "counterparty": self.counterparty,
                 "cp_prefix": None if self.counterparty is None else _prefix(self.counterparty),
                 "profile": profile,
-                "since_prev": True,
+                "since_prev": gap_horizon,
                 "row_local": {"time_features": self.time_features, "frequencies": frequencies or {}},
                 **common,
             }
@@ -393,14 +413,14 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         ]
         stages = self._stages(self.frequencies_)
         self.feature_names_out_ = [n for st in stages for n, _ in stage_columns(st)]
+        # every feature's look-back: windows of every stage, the profile, the gap horizon
         widths = [w for st in stages for _, w, _ in st["windows"]]
-        profile = stages[-1]["profile"]
-        if profile is not None and profile[1] is None:
-            self.required_history_ = None
-        else:
-            if profile is not None:
-                widths.append(profile[1])
-            self.required_history_ = pd.Timedelta(max(widths, default=0), unit="ns")
+        for st in stages:
+            if st["profile"] is not None:
+                widths.append(st["profile"][1])
+            if st["since_prev"] is not None:
+                widths.append(st["since_prev"])
+        self.required_history_ = pd.Timedelta(max(widths), unit="ns")
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the feature columns ``transform`` adds, in order."""
@@ -417,9 +437,9 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             Transactions to compute features for; every column is kept (``is_fraud`` untouched).
         history : dask.dataframe.DataFrame, optional
             Earlier transactions: the result equals computing over ``history`` and ``ddf`` together
-            and keeping the rows of ``ddf``. Needs at least ``required_history_`` before the first
-            row of ``ddf`` (more is allowed). A history row with the transaction id of a new row is
-            ignored.
+            and keeping the rows of ``ddf``, for every feature, bit for bit. Needs every row with a
+            timestamp in ``[first_new - required_history_, first_new)`` (more is allowed, and
+            changes nothing). A history row with the transaction id of a new row is ignored.
 
         Returns
         -------
