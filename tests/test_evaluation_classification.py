@@ -147,7 +147,7 @@ def test_multi_pass_equals_single_pass(passes):
     with pytest.raises(ParameterError, match="positive integer"):
         classification_metrics(ddf, score_ranges=3, passes=0)
     bad = ddf.assign(score=ddf["score"].where(ddf["score"] < 0.5))
-    with pytest.raises(SchemaError, match=f"{int((df['score'] >= 0.5).sum())} NaN value"):
+    with pytest.raises(SchemaError, match=rf"\({int((df['score'] >= 0.5).sum())} NaN, 0 infinite\)"):
         classification_metrics(bad, score_ranges=3, passes=2)
 
 
@@ -200,9 +200,9 @@ def test_nan_scores_error_names_count():
     df = _data(n=500)
     df.loc[[3, 100, 400], "score"] = np.nan
     ddf = _partitioned(df, 5)
-    with pytest.raises(SchemaError, match="3 NaN value"):
+    with pytest.raises(SchemaError, match=r"3 non-finite value\(s\) \(3 NaN, 0 infinite\) out of 500 rows"):
         roc_auc_score(ddf["is_fraud"], ddf["score"])
-    with pytest.raises(SchemaError, match="3 NaN value"):
+    with pytest.raises(SchemaError, match=r"3 non-finite value\(s\) \(3 NaN, 0 infinite\) out of 500 rows"):
         classification_metrics(ddf)
 
 
@@ -335,11 +335,13 @@ def test_precision_at_k():
         precision_at_k(y, s, k=0)
 
 
-def test_distributed_path_matches_sklearn(client):
+def test_distributed_path_matches_sklearn(client, spread):
     df = _data(n=10000, decimals=2, weights=True)
     ddf = _partitioned(df, 12)
     y, s, w = df["is_fraud"], df["score"], df["w"]
-    m = classification_metrics(ddf, weight="w", client=client)
+    with spread() as ts:
+        m = classification_metrics(ddf, weight="w", client=client)
+    ts.assert_spread(prefix="hist_from_frame")  # the per-partition histograms ran on both workers
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w), abs=TOL)
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, s, sample_weight=w), abs=TOL)
     m4 = classification_metrics(ddf, weight="w", score_ranges=4, client=client)
@@ -347,5 +349,154 @@ def test_distributed_path_matches_sklearn(client):
     assert m4["roc_auc"] == pytest.approx(m["roc_auc"], abs=TOL)
     bad = ddf.assign(score=ddf["score"].where(ddf["score"] < 0.5))
     n_nan = int((df["score"] >= 0.5).sum())
-    with pytest.raises(SchemaError, match=f"{n_nan} NaN value"):
+    with pytest.raises(SchemaError, match=rf"\({n_nan} NaN, 0 infinite\)"):
         classification_metrics(bad, client=client)
+
+
+# ------------------------------------------------------------------- issue 11, defect 6: refused inputs
+def _inf_case():
+    df = _data(n=100, decimals=2, seed=11)
+    df.loc[7, "score"] = np.inf  # one +inf score among 100 rows
+    return df, _partitioned(df, 4, seed=11)
+
+
+_EVERY_MODE = [
+    ("roc_auc_score", {}),
+    ("roc_auc_score", {"score_ranges": 3}),
+    ("roc_auc_score", {"score_ranges": [0.1, 0.3], "passes": 2}),
+    ("average_precision_score", {}),
+    ("average_precision_score", {"score_ranges": "auto"}),
+    ("average_precision_score", {"score_ranges": 3, "passes": 3}),
+    ("log_loss", {}),
+    ("brier_score_loss", {}),
+    ("score_histogram", {}),
+]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("name,kw", _EVERY_MODE)
+def test_infinite_scores_refused_in_every_function_and_mode(name, kw, lazy):
+    import daskml_scale.evaluation as ev
+
+    df, ddf = _inf_case()
+    src = ddf if lazy else df
+    with pytest.raises(ValueError, match="Input contains infinity"):  # the oracle refuses them too
+        skm.roc_auc_score(df["is_fraud"], df["score"])
+    with pytest.raises(SchemaError, match=r"y_score has 1 non-finite value\(s\) \(0 NaN, 1 infinite\)"):
+        getattr(ev, name)(src["is_fraud"], src["score"], **kw)
+    neg = df.assign(score=df["score"].replace(np.inf, -np.inf))
+    with pytest.raises(SchemaError, match=r"1 non-finite value\(s\) \(0 NaN, 1 infinite\)"):
+        getattr(ev, name)(neg["is_fraud"], neg["score"], **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"score_ranges": 3}, {"score_ranges": 3, "passes": 2}])
+def test_infinite_scores_refused_by_classification_metrics_and_report(kw):
+    from daskml_scale.evaluation import Report, choose_threshold
+
+    df, ddf = _inf_case()
+    with pytest.raises(SchemaError, match=r"1 non-finite value\(s\)"):
+        classification_metrics(ddf, **kw)
+    with pytest.raises(SchemaError, match=r"1 non-finite value\(s\)"):
+        classification_metrics(df, **kw)
+    with pytest.raises(SchemaError, match=r"1 non-finite value\(s\)"):
+        Report.classification(ddf)
+    with pytest.raises(SchemaError, match=r"1 non-finite value\(s\)"):
+        choose_threshold(df["is_fraud"], df["score"], method="budget", budget=10)  # in memory too
+
+
+def _log_loss_oracle(y, p, eps, w=None):
+    """scikit-learn's formula in plain float64 numpy: clip to [eps, 1 - eps], mean cross-entropy."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return float(np.average(loss, weights=w))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_loss_clips_at_the_input_dtype_eps_as_sklearn(dtype):
+    y = np.array([1, 0, 1, 0, 1])
+    p = np.array([0.0, 0.2, 1.0, 1.0, 0.7], dtype=dtype)  # p=0 on a positive, p=1 on a negative
+    eps = np.finfo(dtype).eps
+    want = _log_loss_oracle(y, p, eps)
+    sk = skm.log_loss(y, p)
+    # scikit-learn computes float32 inputs in float32 arithmetic (~1e-7 relative); we compute in
+    # float64 with the same clipping, so we equal its formula to 1e-12 and its float32 result to 1e-6
+    assert sk == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-12)
+    s = pd.Series(p)
+    ddf = dd.from_pandas(pd.DataFrame({"is_fraud": y, "score": p}), npartitions=2)
+    for got in (
+        log_loss(y, p),
+        log_loss(pd.Series(y), s),
+        log_loss(ddf["is_fraud"], ddf["score"]),
+        log_loss(da.from_array(y, chunks=2), da.from_array(p, chunks=2)),
+        classification_metrics(ddf)["log_loss"],
+        classification_metrics(ddf, score_ranges=[0.5], passes=2)["log_loss"],
+        score_histogram(y, p).metrics()["log_loss"],
+    ):
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+        assert got == pytest.approx(sk, rel=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_log_loss_of_mixed_precision_partitions_uses_the_common_dtype():
+    """A float32 and a float64 partition concatenate to float64 (as numpy): float64's eps."""
+    a = pd.DataFrame({"is_fraud": [1, 0], "score": np.array([0.0, 0.2], dtype=np.float32)})
+    b = pd.DataFrame({"is_fraud": [0, 1], "score": np.array([0.1, 0.9], dtype=np.float64)})
+    ddf = dd.from_map(_piece, [a, b])
+    y = np.array([1, 0, 0, 1])
+    p = np.concatenate([a["score"].to_numpy(), b["score"].to_numpy()])
+    assert p.dtype == np.float64
+    assert log_loss(ddf["is_fraud"], ddf["score"]) == pytest.approx(skm.log_loss(y, p), rel=1e-12)
+
+
+def test_all_zero_sample_weights_raise_as_sklearn():
+    from daskml_scale.evaluation import Report
+
+    df = _data(n=200, decimals=2, seed=4).assign(w=0.0)
+    y, s, w = df["is_fraud"], df["score"], df["w"]
+    ddf = _partitioned(df, 5)
+    for sk_metric in (skm.roc_auc_score, skm.average_precision_score, skm.log_loss, skm.brier_score_loss):
+        with pytest.raises(ValueError, match="at least one non-zero"):
+            sk_metric(y, s, sample_weight=w)
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        skm.precision_score(y, s >= 0.5, sample_weight=w)
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        skm.roc_curve(y, s, sample_weight=w)
+    msg = r"sample_weight is 0 on all 200 rows: at least one weight must be non-zero"
+    for fn in (roc_auc_score, average_precision_score, log_loss, brier_score_loss, score_histogram):
+        for src in (df, ddf):
+            with pytest.raises(SchemaError, match=msg):
+                fn(src["is_fraud"], src["score"], sample_weight=src["w"])
+    for kw in ({}, {"score_ranges": 3}, {"score_ranges": 3, "passes": 2}):
+        with pytest.raises(SchemaError, match=msg):
+            classification_metrics(ddf, weight="w", **kw)
+    with pytest.raises(SchemaError, match=msg):
+        roc_auc_score(ddf["is_fraud"], ddf["score"], sample_weight=ddf["w"], score_ranges=3, passes=2)
+    with pytest.raises(SchemaError, match=msg):
+        Report.classification(ddf, weight="w")
+    with pytest.raises(SchemaError, match=msg):
+        choose_threshold(y, s, sample_weight=w, method="budget", budget=5)
+    # one non-zero weight is enough, as in scikit-learn
+    w1 = w.copy()
+    w1.iloc[[0, 1]] = 1.0
+    assert log_loss(y, s, sample_weight=w1) == pytest.approx(skm.log_loss(y, s, sample_weight=w1), abs=TOL)
+
+
+def test_distributed_refusals_arrive_from_the_workers(client, spread):
+    """Non-finite scores and all-zero weights are refused in every mode on the cluster (the errors
+    are raised in worker tasks and pickled back)."""
+    df, ddf = _inf_case()
+    for kw in ({}, {"score_ranges": 3}, {"score_ranges": 3, "passes": 2}):
+        with (
+            spread() as ts,
+            pytest.raises(SchemaError, match=r"1 non-finite value\(s\) \(0 NaN, 1 infinite\)"),
+        ):
+            roc_auc_score(ddf["is_fraud"], ddf["score"], client=client, **kw)
+        ts.assert_spread(prefix="hist_from_arrays")
+    zero = _partitioned(_data(n=400, decimals=2, seed=2).assign(w=0.0), 6)
+    with pytest.raises(SchemaError, match="sample_weight is 0 on all 400 rows") as err:
+        classification_metrics(zero, weight="w", score_ranges=2, passes=2, client=client)
+    assert err.value.column == "weight"
+    p = np.array([0.0, 0.2, 0.9, 0.4], dtype=np.float32)
+    lazy = dd.from_pandas(pd.DataFrame({"is_fraud": [1, 0, 1, 0], "score": p}), npartitions=2)
+    assert log_loss(lazy["is_fraud"], lazy["score"], client=client) == pytest.approx(
+        _log_loss_oracle(np.array([1, 0, 1, 0]), p, np.finfo(np.float32).eps), rel=1e-12
+    )

@@ -72,6 +72,19 @@ def test_classification_report(tmp_path):
     assert isinstance(same, Report) and same.metrics == pytest.approx(r.metrics)
 
 
+def test_reports_on_the_cluster_spread_and_match(client, spread):
+    df = _scored()
+    with spread() as ts:
+        r = Report.classification(dd.from_pandas(df, npartitions=6), amount="amount", client=client)
+    ts.assert_spread(prefix="hist_from_frame")
+    assert r.metrics["roc_auc"] == pytest.approx(skm.roc_auc_score(df["is_fraud"], df["score"]), abs=1e-9)
+    recs, truth = _recs_truth()
+    with spread() as ts:
+        rr = Report.ranking(dd.from_pandas(recs, npartitions=4), dd.from_pandas(truth, npartitions=3), k=5)
+    ts.assert_spread(prefix="_rank_sums")
+    assert rr.metrics == pytest.approx(ranking_metrics(recs, truth, k=5))
+
+
 def test_ranking_report(tmp_path):
     recs, truth = _recs_truth()
     r = Report.ranking(dd.from_pandas(recs, npartitions=3), truth, k=5, ks=(1, 10))

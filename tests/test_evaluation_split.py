@@ -26,8 +26,10 @@ def test_time_split(interactions):
     cutoff = "2025-02-01"
     train, test = time_split(interactions, cutoff)
     tr, te = compute(train, test)
-    assert (tr["timestamp"] < pd.Timestamp(cutoff)).all() and (te["timestamp"] >= pd.Timestamp(cutoff)).all()
-    assert len(tr) + len(te) == 3000 and len(tr) and len(te)
+    full = compute(interactions)[0]
+    before = full["timestamp"] < pd.Timestamp(cutoff)
+    assert 0 < before.sum() < len(full)  # the cutoff really splits the data
+    assert _key(tr) == _key(full[before]) and _key(te) == _key(full[~before])
     with pytest.raises(ParameterError, match="not a timestamp"):
         time_split(interactions, "soon")
     with pytest.raises(SchemaError, match=r"time_split needs column\(s\) \['when'\]"):
@@ -94,7 +96,12 @@ def test_ties_in_time_are_deterministic_and_small_users_stay_in_train():
         leave_last_n_split(df.drop(columns="timestamp"), 1)
 
 
-def test_per_user_split_on_cluster(client, interactions):
-    full = compute(interactions, client=client)[0]
-    tr, te = compute(*leave_last_n_split(interactions, 2), client=client)
+def test_per_user_split_on_cluster(client, spread):
+    full = compute(make_interactions(4000, n_users=150, n_items=60, seed=2))[0]
+    interactions = dd.from_pandas(full, npartitions=6)  # (make_interactions gives one partition here)
+    with spread() as ts:
+        tr, te = compute(*leave_last_n_split(interactions, 2), client=client)
+    ts.assert_spread(prefix="_per_user_flag")  # the per-user split ran on both workers
     _check_per_user(tr, te, full)
+    _, te_local = leave_last_n_split(full, 2)  # in memory: the same split
+    assert _key(te) == _key(te_local)

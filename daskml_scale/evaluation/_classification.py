@@ -176,7 +176,7 @@ class _Source:
         ph = self._partition_hists(None)
         if not self.lazy:
             (h,), st = ph[0]
-            return delayed(ScoreHistogram._from_parts)(h, st, self.has_weight)
+            return delayed(_checked_histogram)(h, st, self.has_weight, self.has_amount)
         h = _tree([p[0][0] for p in ph], merge_hists)
         st = _tree([p[1] for p in ph], merge_stats)
         return delayed(_checked_histogram, pure=True)(h, st, self.has_weight, self.has_amount)
@@ -190,13 +190,13 @@ class _Source:
             st = _tree([p[1] for p in ph], merge_stats)
             totals = [delayed(range_totals, pure=True)(h) for h in merged]
             partials = [
-                delayed(partial_sums, pure=True)(h, delayed(offsets_above)(totals, b), threshold)
+                delayed(partial_sums, pure=True)(h, delayed(offsets_above)(totals, b), threshold, st)
                 for b, h in enumerate(merged)
             ]
         else:
             hs, st = ph[0]
             totals = [range_totals(h) for h in hs]
-            partials = [partial_sums(h, offsets_above(totals, b), threshold) for b, h in enumerate(hs)]
+            partials = [partial_sums(h, offsets_above(totals, b), threshold, st) for b, h in enumerate(hs)]
         return delayed(finalize_metrics, pure=True)(
             st, *partials, threshold=threshold, has_weight=self.has_weight, has_amount=self.has_amount
         )
@@ -224,7 +224,7 @@ class _Source:
             for b in g:
                 tot = delayed(range_totals, pure=True)(merged[b])
                 off = delayed(_add_offsets)(above, *totals)
-                out.append(delayed(partial_sums, pure=True)(merged[b], off, threshold))
+                out.append(delayed(partial_sums, pure=True)(merged[b], off, threshold, st))
                 totals.append(tot)
             res = compute(st, out, totals, client=client)  # small: a dozen sums per range
             stats = res[0]
@@ -281,7 +281,7 @@ class _Sampler:
             s = _as_array(df[score], "y_score")
         else:
             s = _as_array(args[1], "y_score")
-        s = s[~np.isnan(s)]
+        s = s[np.isfinite(s)]  # non-finite scores are refused by the pass itself, with their count
         rows = len(s)
         if rows > self.k:
             s = np.random.default_rng(rows).choice(s, self.k, replace=False)
@@ -506,7 +506,8 @@ def roc_auc_score(
     Raises
     ------
     SchemaError
-        NaN scores or labels other than 0/1 (the message gives the count).
+        Non-finite scores (NaN or +-inf), labels other than 0/1, negative or non-finite weights, or
+        weights that are all zero (as scikit-learn); the message gives the count.
 
     Examples
     --------
@@ -543,9 +544,15 @@ def average_precision_score(
 
 
 def log_loss(y_true, y_score, *, sample_weight=None, compute=True, client=None):
-    """Mean log loss (probabilities clipped to [eps, 1-eps], as scikit-learn), in one pass.
+    """Mean log loss, equal to :func:`sklearn.metrics.log_loss` for binary labels, in one pass.
 
-    Raises :class:`~daskml_scale.errors.SchemaError` when a score lies outside [0, 1].
+    Probabilities are clipped to ``[eps, 1 - eps]`` with ``eps`` the machine epsilon of the scores'
+    dtype, as scikit-learn does: ``np.finfo(np.float32).eps`` for float32 scores, float64's for
+    float64, integer or list input. (scikit-learn then computes float32 input in float32; we sum in
+    float64, so the two agree to float32 precision, about 1e-7 relative.)
+
+    Raises :class:`~daskml_scale.errors.SchemaError` when a score lies outside [0, 1], is not finite,
+    or when every sample weight is zero.
 
     Examples
     --------

@@ -27,14 +27,50 @@ __all__ = ["ScoreHistogram"]
 
 # columns of a histogram's value matrix
 CNT, POS, NEG, POS_AMT, NEG_AMT = range(5)
-# stats vector kept beside the histograms (summed, except min/max)
-ST_ROWS, ST_NAN_SCORE, ST_BAD_LABEL, ST_BAD_WEIGHT, ST_NAN_AMOUNT, ST_MIN, ST_MAX = range(7)
+# stats vector kept beside the histograms (summed, except min/max/eps)
+(
+    ST_ROWS,
+    ST_NAN_SCORE,
+    ST_BAD_LABEL,
+    ST_BAD_WEIGHT,
+    ST_NAN_AMOUNT,
+    ST_MIN,
+    ST_MAX,
+    ST_INF_SCORE,
+    ST_NONZERO_WEIGHT,
+    ST_EPS,
+) = range(10)
+N_STATS = 10
 
 
 def _empty_stats() -> np.ndarray:
-    s = np.zeros(7)
-    s[ST_MIN], s[ST_MAX] = np.inf, -np.inf
+    s = np.zeros(N_STATS)
+    s[ST_MIN], s[ST_MAX], s[ST_EPS] = np.inf, -np.inf, np.inf
     return s
+
+
+def _score_eps(x) -> float:
+    """Machine epsilon of the dtype scikit-learn computes ``log_loss`` in for these scores.
+
+    scikit-learn keeps float16 and float32 inputs in their dtype (and clips probabilities at that
+    dtype's eps); anything else (float64, integers, booleans, lists) becomes float64.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        dtype = getattr(dtype, "numpy_dtype", np.dtype(np.float64))
+    dtype = np.dtype(dtype)
+    if dtype in (np.dtype(np.float16), np.dtype(np.float32)):
+        return float(np.finfo(dtype).eps)
+    return float(np.finfo(np.float64).eps)
+
+
+def stats_eps(stats) -> float:
+    """The clipping eps of the data behind ``stats``: that of the dtype the partitions' scores
+    concatenate to (the smallest eps seen, as float64 wins over float32), float64's without rows."""
+    eps = stats[ST_EPS] if len(stats) > ST_EPS else np.inf
+    return float(eps) if np.isfinite(eps) else float(np.finfo(np.float64).eps)
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -58,6 +94,7 @@ def hist_from_arrays(y, s, w=None, a=None, boundaries=None, window=None):
     evaluation); the stats always describe every row.
     """
     y = _as_array(y, "y_true")
+    eps = _score_eps(s) if s is not None else np.inf
     s = _as_array(s, "y_score")
     w = _as_array(w, "sample_weight")
     a = _as_array(a, "amount")
@@ -71,14 +108,19 @@ def hist_from_arrays(y, s, w=None, a=None, boundaries=None, window=None):
             )
     stats = _empty_stats()
     stats[ST_ROWS] = n
+    if n:
+        stats[ST_EPS] = eps
     nan_s = np.isnan(s)
+    inf_s = np.isinf(s)
     bad_y = ~((y == 0) | (y == 1))
     stats[ST_NAN_SCORE] = nan_s.sum()
+    stats[ST_INF_SCORE] = inf_s.sum()
     stats[ST_BAD_LABEL] = bad_y.sum()
-    keep = ~(nan_s | bad_y)
+    keep = ~(nan_s | inf_s | bad_y)
     if w is not None:
         bad_w = ~(w >= 0) | ~np.isfinite(w)
         stats[ST_BAD_WEIGHT] = bad_w.sum()
+        stats[ST_NONZERO_WEIGHT] = np.count_nonzero(w)
         keep &= ~bad_w
     if a is not None:
         nan_a = np.isnan(a)
@@ -160,16 +202,18 @@ def merge_stats(*stats):
     out = np.sum(stats, axis=0)
     out[ST_MIN] = min(st[ST_MIN] for st in stats)
     out[ST_MAX] = max(st[ST_MAX] for st in stats)
+    out[ST_EPS] = min(st[ST_EPS] for st in stats)
     return out
 
 
 def check_stats(stats, *, has_weight: bool, has_amount: bool) -> None:
     """Raise :class:`SchemaError` naming the count of bad rows found in the pass."""
-    n = int(stats[ST_NAN_SCORE])
-    if n:
+    n_nan, n_inf = int(stats[ST_NAN_SCORE]), int(stats[ST_INF_SCORE])
+    if n_nan or n_inf:
         raise SchemaError(
-            f"y_score has {n} NaN value(s) out of {int(stats[ST_ROWS])} rows: scores must be finite. "
-            "Drop or impute those rows (e.g. df[df[score].notna()]) before evaluating.",
+            f"y_score has {n_nan + n_inf} non-finite value(s) ({n_nan} NaN, {n_inf} infinite) out of "
+            f"{int(stats[ST_ROWS])} rows: scores must be finite numbers. Drop or fix those rows "
+            "(e.g. df[np.isfinite(df[score])]) before evaluating.",
             column="score",
         )
     n = int(stats[ST_BAD_LABEL])
@@ -183,6 +227,12 @@ def check_stats(stats, *, has_weight: bool, has_amount: bool) -> None:
         raise SchemaError(
             f"sample_weight has {int(stats[ST_BAD_WEIGHT])} negative, infinite or missing value(s): weights "
             "must be finite and >= 0. Fix or drop those rows.",
+            column="weight",
+        )
+    if has_weight and stats[ST_ROWS] > 0 and int(stats[ST_NONZERO_WEIGHT]) == 0:
+        raise SchemaError(
+            f"sample_weight is 0 on all {int(stats[ST_ROWS])} rows: at least one weight must be non-zero "
+            "(as scikit-learn requires). Check the weight column, or evaluate without weights.",
             column="weight",
         )
     if has_amount and int(stats[ST_NAN_AMOUNT]):
@@ -227,8 +277,12 @@ def offsets_above(totals: list, b: int) -> np.ndarray:
     return out
 
 
-def partial_sums(h, above, threshold: float) -> np.ndarray:
-    """Reduce one score range to the partial sums in ``PS_NAMES``, given the totals above it."""
+def partial_sums(h, above, threshold: float, stats=None) -> np.ndarray:
+    """Reduce one score range to the partial sums in ``PS_NAMES``, given the totals above it.
+
+    Log loss clips probabilities to ``[eps, 1 - eps]`` with the eps of the scores' dtype (from
+    ``stats``; float64's without), as scikit-learn does.
+    """
     u, vals = h
     out = np.zeros(len(PS_NAMES))
     if len(u) == 0:
@@ -245,7 +299,7 @@ def partial_sums(h, above, threshold: float) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = np.where(pos > 0, tps / (tps + fps), 0.0)
     out[5] = np.sum(pos * prec)
-    eps = np.finfo(np.float64).eps
+    eps = stats_eps(stats) if stats is not None else float(np.finfo(np.float64).eps)
     p = np.clip(s, eps, 1 - eps)
     out[6] = -np.sum(pos * np.log(p) + neg * np.log1p(-p))
     out[7] = np.sum(pos * (1.0 - s) ** 2 + neg * s**2)
@@ -334,7 +388,7 @@ class ScoreHistogram:
     pos_amount, neg_amount : ndarray or None
         Weighted amounts of positives and negatives per distinct score (when ``amount`` was given).
     stats : ndarray
-        Row count, rejected-row counts, min and max score (internal).
+        Row count, rejected-row counts, min and max score, the scores' dtype eps (internal).
     """
 
     scores: np.ndarray
@@ -390,7 +444,7 @@ class ScoreHistogram:
             [self.count, self.pos, self.neg]
             + ([self.pos_amount, self.neg_amount] if self.pos_amount is not None else [])
         )
-        ps = partial_sums((self.scores, v), np.zeros(5), threshold)
+        ps = partial_sums((self.scores, v), np.zeros(5), threshold, self.stats)
         return finalize_metrics(
             self.stats,
             ps,

@@ -9,6 +9,8 @@ Definitions, for each user u present in the truth, T_u its distinct truth items,
 distinct recommended items of rank <= k that are in T_u:
 
 * precision@k = |hits| / k;  recall@k = |hits| / |T_u|;  hit_rate@k = 1 if any hit
+* precision_capped@k = (sum over users of |hits|) / (sum over users of min(k, |T_u|)): implicit's
+  ``precision_at_k``, pooled over the users (a ratio of sums, not a mean of per-user values)
 * NDCG@k = sum over hits of 1/log2(rank+1), divided by sum over r = 1..min(k, |T_u|) of 1/log2(r+1)
 * AP@k = (sum over hit ranks r <= k of (hits at rank <= r) / r) / min(k, |T_u|)
 * MRR@k = 1 / rank of the first hit (0 without a hit within k)
@@ -17,6 +19,11 @@ MAP@k, mean NDCG@k etc. are means over the users of the truth; a user with no re
 scores 0. Recommendations of users absent from the truth do not enter those means, but count for
 catalog coverage@k = distinct items recommended at rank <= k / catalog size. A (user, item) pair
 recommended twice counts once, at its best rank.
+
+Rules checked on the way (counts summed across partitions, :class:`SchemaError` on the client):
+ranks are whole numbers >= 1 on every row; no user has the same rank twice among the rows of rank
+<= k (the largest k asked: only those rows are read per user); float user ids are whole numbers
+(1.0 matches integer id 1, 1.7 is refused rather than truncated).
 """
 
 from __future__ import annotations
@@ -31,8 +38,23 @@ from ..schema import ITEM_ID, RANK, USER_ID
 
 __all__ = ["ranking_metrics", "ranking_metrics_at"]
 
-_PER_K = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
+_PER_K = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")  # means over truth users
+_POOLED = ("hits", "capped_div")  # precision_capped@k = hits / capped_div (implicit's precision)
+_NK = len(_PER_K) + len(_POOLED)  # sums per k
 _POP = ("novelty", "popularity_bias", "rows")
+# counts after the per-k and popularity sums, in this order
+_TAIL = (
+    "n_users",
+    "bad_rank_rows",
+    "bad_rank_users",
+    "nonint_rank_rows",
+    "nonint_rank_users",
+    "dup_rank_rows",
+    "dup_rank_users",
+    "frac_user_rows",
+    "frac_user_users",
+)
+_T = {name: i - len(_TAIL) for i, name in enumerate(_TAIL)}  # negative offsets into the sums
 
 
 def _check_frame(df, name: str, cols: list[str]) -> None:
@@ -48,16 +70,29 @@ def _check_frame(df, name: str, cols: list[str]) -> None:
 def _rank_sums(
     recs: pd.DataFrame, truth: pd.DataFrame, ks, user: str, item: str, rank: str, pop=None
 ) -> np.ndarray:
-    """Per-partition sums: for each k the six per-user metric sums, then for each k the novelty,
-    popularity and row sums (with ``pop``), then the number of truth users and of bad ranks."""
+    """Per-partition sums: for each k the per-user metric sums and the pooled hit counts, then for
+    each k the novelty, popularity and row sums (with ``pop``), then the counts in ``_TAIL`` (truth
+    users and rows/users breaking a rule). Every user's rows are in this partition (co-partitioned
+    by user), so per-user counts add up across partitions."""
     kmax = max(ks)
     nk = len(ks)
-    out = np.zeros(nk * (len(_PER_K) + len(_POP)) + 2)
-    r = pd.to_numeric(recs[rank], errors="coerce")
-    bad = r.isna() | (r < 1)
-    out[-1] = bad.sum()
-    rec = pd.DataFrame({user: recs[user].to_numpy(), item: recs[item].to_numpy(), "_r": r.to_numpy()})
-    rec = rec[(~bad.to_numpy()) & (rec["_r"] <= kmax)]
+    out = np.zeros(nk * (_NK + len(_POP)) + len(_TAIL))
+    r = pd.to_numeric(recs[rank], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    users = recs[user].to_numpy()
+    bad = np.isnan(r) | (r < 1)
+    nonint = ~bad & (~np.isfinite(r) | (r != np.floor(r)))
+    out[_T["bad_rank_rows"]] = bad.sum()
+    out[_T["bad_rank_users"]] = pd.unique(users[bad]).size
+    out[_T["nonint_rank_rows"]] = nonint.sum()
+    out[_T["nonint_rank_users"]] = pd.unique(users[nonint]).size
+    rec = pd.DataFrame({user: users, item: recs[item].to_numpy(), "_r": r})
+    rec = rec[~(bad | nonint) & (r <= kmax)]
+    dup = (rec.duplicated([user, "_r"], keep=False) & rec[user].notna()).to_numpy()
+    out[_T["dup_rank_rows"]] = dup.sum()
+    out[_T["dup_rank_users"]] = pd.unique(rec[user].to_numpy()[dup]).size
+    frac = [_fractional(df[user]) for df in (recs, truth)]
+    out[_T["frac_user_rows"]] = sum(len(f) for f in frac)
+    out[_T["frac_user_users"]] = pd.unique(np.concatenate(frac)).size
     rec = rec.sort_values([user, "_r"], kind="stable").drop_duplicates([user, item], keep="first")
     if pop is not None:
         share, n_pop_users = pop
@@ -66,13 +101,15 @@ def _rank_sums(
         rr = rec["_r"].to_numpy()
         for j, k in enumerate(ks):
             sel = rr <= k
-            base = nk * len(_PER_K) + j * len(_POP)
+            base = nk * _NK + j * len(_POP)
             out[base : base + 3] = surprise[sel].sum(), p[sel].sum(), sel.sum()
     truth = truth[[user, item]].dropna().drop_duplicates()
     n_true = truth.groupby(user, sort=False).size()
-    out[-2] = len(n_true)
+    out[_T["n_users"]] = len(n_true)
     if len(n_true) == 0:
         return out
+    for j, k in enumerate(ks):
+        out[j * _NK + len(_PER_K) + 1] = np.minimum(n_true.to_numpy(), k).sum()
     hits = rec.merge(truth, on=[user, item], how="inner").sort_values([user, "_r"], kind="stable")
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))
     idcg_table = np.concatenate([[0.0], np.cumsum(discount)])
@@ -98,7 +135,8 @@ def _rank_sums(
         )
         nt = n_true.reindex(per.index).to_numpy().astype(float)
         m = np.minimum(nt, k)
-        base = j * len(_PER_K)
+        base = j * _NK
+        out[base + len(_PER_K)] = per["n"].sum()  # hits, pooled
         out[base + 0] = per["n"].sum() / k
         out[base + 1] = np.sum(per["n"].to_numpy() / nt)
         out[base + 2] = np.sum(per["dcg"].to_numpy() / idcg_table[m.astype(int)])
@@ -106,6 +144,14 @@ def _rank_sums(
         out[base + 4] = len(per)
         out[base + 5] = per["rr"].sum()
     return out
+
+
+def _fractional(ids: pd.Series) -> np.ndarray:
+    """The float ids of ``ids`` that are not whole numbers (NaN ids are missing, not fractional)."""
+    if not pd.api.types.is_float_dtype(ids.dtype):
+        return np.empty(0)
+    v = ids.to_numpy(dtype=float, na_value=np.nan)
+    return v[~np.isnan(v) & (~np.isfinite(v) | (v != np.floor(v)))]
 
 
 def _item_min_rank(recs: pd.DataFrame, item: str, rank: str) -> pd.Series:
@@ -137,28 +183,60 @@ def _add(*arrays):
     return np.sum(arrays, axis=0)
 
 
-def _finalize(sums, min_rank, catalog_items, ks, catalog, with_pop=False):
-    n_users = sums[-2]
-    if sums[-1]:
+def _check_rules(sums, user: str, rank: str) -> None:
+    """Raise :class:`SchemaError` for the first rule the (summed) counts show broken."""
+    c = {name: int(sums[i]) for name, i in _T.items()}
+    fix = "Recompute the ranks as each user's order of score, descending: 1, 2, 3, ..."
+    if c["bad_rank_rows"]:
         raise SchemaError(
-            f"The rank column has {int(sums[-1])} missing or < 1 value(s): ranks must be integers 1..n "
-            "per user. Recompute them (e.g. per-user order of score, descending).",
-            column="rank",
+            f"The {rank!r} column has {c['bad_rank_rows']} missing or < 1 value(s) for "
+            f"{c['bad_rank_users']} user(s): ranks must be integers 1..n per user. {fix}",
+            column=rank,
         )
+    if c["nonint_rank_rows"]:
+        raise SchemaError(
+            f"The {rank!r} column has {c['nonint_rank_rows']} non-integer value(s) for "
+            f"{c['nonint_rank_users']} user(s): ranks must be whole numbers (1, 2, 3, ...), not "
+            f"fractions or infinity. {fix}",
+            column=rank,
+        )
+    if c["dup_rank_rows"]:
+        raise SchemaError(
+            f"The {rank!r} column repeats a rank for the same user: {c['dup_rank_rows']} row(s) of "
+            f"{c['dup_rank_users']} user(s) share their rank with another row of that user (among "
+            f"the rows of rank <= k): each user's ranks must be distinct. {fix} (ties broken by item "
+            "id, e.g. groupby(user).cumcount() + 1 after sorting).",
+            column=rank,
+        )
+    if c["frac_user_rows"]:
+        raise SchemaError(
+            f"The {user!r} column has {c['frac_user_rows']} fractional value(s) "
+            f"({c['frac_user_users']} distinct user id(s)) in recs and truth: float user ids must be "
+            "whole numbers (1.0 is user 1; 1.7 is no user and is not truncated). Fix the ids, or "
+            "store them as integers or strings.",
+            column=user,
+        )
+
+
+def _finalize(sums, min_rank, catalog_items, ks, catalog, with_pop=False, user=USER_ID, rank=RANK):
+    _check_rules(sums, user, rank)
+    n_users = sums[_T["n_users"]]
     if catalog is None:
         n_cat = len(catalog_items.index.union(min_rank.index)) if catalog_items is not None else len(min_rank)
     else:
         n_cat = catalog
     rows = {}
     for j, k in enumerate(ks):
-        base = j * len(_PER_K)
+        base = j * _NK
         row = {
             name: float(sums[base + i] / n_users) if n_users else float("nan")
             for i, name in enumerate(_PER_K)
         }
+        hits, div = sums[base + len(_PER_K)], sums[base + len(_PER_K) + 1]
+        row["precision_capped"] = float(hits / div) if div else float("nan")
         row["coverage"] = float((min_rank <= k).sum() / n_cat) if n_cat else float("nan")
         if with_pop:
-            b = len(ks) * len(_PER_K) + j * len(_POP)
+            b = len(ks) * _NK + j * len(_POP)
             n_rows = sums[b + 2]
             row["novelty"] = float(sums[b] / n_rows) if n_rows else float("nan")
             row["popularity_bias"] = float(sums[b + 1] / n_rows) if n_rows else float("nan")
@@ -167,12 +245,20 @@ def _finalize(sums, min_rank, catalog_items, ks, catalog, with_pop=False):
 
 
 def _common_dtype(recs, truth, user):
+    """One dtype for the user column of both frames (so that the shuffles hash alike).
+
+    Integers of any width become int64. When either side is float, both become float64, so that an
+    integral float id (1.0) matches integer id 1 while a fractional one (1.7) matches nothing and is
+    refused with its count in the per-user pass, instead of being truncated to 1.
+    """
     a, b = recs[user].dtype, truth[user].dtype
     if a == b:
         return recs, truth
     num = pd.api.types.is_numeric_dtype
     if num(a) and num(b):
-        return recs.astype({user: "int64"}), truth.astype({user: "int64"})
+        flt = pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b)
+        to = "float64" if flt else "int64"
+        return recs.astype({user: to}), truth.astype({user: to})
     if not num(a) and not num(b):
         return recs.astype({user: "str"}), truth.astype({user: "str"})
     raise SchemaError(
@@ -196,6 +282,19 @@ def _popularity(train, user: str, item: str):
     return _share(counts, n_users)
 
 
+def _travels(recs, kmax: int, user: str, rank: str):
+    """Rows of ``recs`` that the per-user pass reads: rank <= kmax, missing or non-integer ranks, and
+    fractional user ids (the last three so that every offending row is counted, whatever k)."""
+    r = recs[rank]
+    keep = (r <= kmax) | r.isna()
+    if pd.api.types.is_float_dtype(r.dtype):
+        keep = keep | (r % 1 != 0)  # inf % 1 is NaN: travels too
+    u = recs[user]
+    if pd.api.types.is_float_dtype(u.dtype):
+        keep = keep | (~u.isna() & (u % 1 != 0))
+    return keep
+
+
 def _graph(recs, truth, ks, user, item, rank, catalog, train=None):
     from ._classification import _tree
 
@@ -217,7 +316,8 @@ def _graph(recs, truth, ks, user, item, rank, catalog, train=None):
         cat = None
         if catalog is None:
             cat = _tree([delayed(_items, pure=True)(t, item) for t in truth.to_delayed()], _merge_items)
-        top = recs[(recs[rank] <= kmax) | recs[rank].isna()]  # only the top k travel (NaN: to report)
+        # only the top k travel, and the rows that break a row rule (to be counted and reported)
+        top = recs[_travels(recs, kmax, user, rank)]
         n = max(recs.npartitions, truth.npartitions)
         r_parts = top.shuffle(user, npartitions=n).to_delayed()
         t_parts = truth.shuffle(user, npartitions=n).to_delayed()
@@ -228,12 +328,13 @@ def _graph(recs, truth, ks, user, item, rank, catalog, train=None):
             ],
             _add,
         )
-        return delayed(_finalize, pure=True)(sums, min_rank, cat, ks, catalog, pop is not None), True
+        value = delayed(_finalize, pure=True)(sums, min_rank, cat, ks, catalog, pop is not None, user, rank)
+        return value, True
     recs, truth = _common_dtype(recs[[user, item, rank]], truth[[user, item]], user)
     sums = _rank_sums(recs, truth, ks, user, item, rank, pop)
     min_rank = _item_min_rank(recs, item, rank)
     cat = _items(truth, item) if catalog is None else None
-    return delayed(_finalize)(sums, min_rank, cat, ks, catalog, pop is not None), False
+    return delayed(_finalize)(sums, min_rank, cat, ks, catalog, pop is not None, user, rank), False
 
 
 def _prepare(recs, truth, ks, user_col, item_col, rank_col, catalog):
@@ -310,8 +411,16 @@ def ranking_metrics(
     -------
     dict
         ``precision@k``, ``recall@k``, ``ndcg@k``, ``map@k``, ``hit_rate@k``, ``mrr@k``,
-        ``coverage@k``, ``n_users`` (users in the truth) [, ``novelty@k``, ``popularity_bias@k``].
-        Definitions in the module notes.
+        ``precision_capped@k``, ``coverage@k``, ``n_users`` (users in the truth) [, ``novelty@k``,
+        ``popularity_bias@k``]. Definitions in the module notes: ``precision@k`` divides each
+        user's hits by k; ``precision_capped@k`` is implicit's ``precision_at_k`` (hits pooled over
+        users, divided by the pooled ``min(k, |T_u|)``).
+
+    Raises
+    ------
+    SchemaError
+        Missing columns; ranks missing, < 1 or not whole numbers; a rank repeated for one user
+        (among ranks <= k); float user ids that are not whole numbers. Messages give the counts.
 
     Examples
     --------
@@ -342,7 +451,8 @@ def ranking_metrics_at(
 ) -> pd.DataFrame:
     """Ranking metrics at several cut-offs in one pass: a DataFrame indexed by k (metric@k curves).
 
-    Columns ``precision``, ``recall``, ``ndcg``, ``map``, ``hit_rate``, ``mrr``, ``coverage``
+    Columns ``precision``, ``recall``, ``ndcg``, ``map``, ``hit_rate``, ``mrr``,
+    ``precision_capped``, ``coverage``
     [, ``novelty``, ``popularity_bias``], ``n_users``. Parameters as :func:`ranking_metrics`.
 
     Examples
