@@ -450,6 +450,53 @@ def _run_features(args):
     print_json({"out": args.out, "features": names, "partitions": out.npartitions, "history": args.history})
 
 
+# ------------------------------------------------------------------------------------------- compress
+def _add_compress(sub):
+    p = sub.add_parser(
+        "compress", help="quantize, prune or distill a saved model; prints the trade-off report"
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a saved ALS or fraud model")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="where to save the compressed model (replaced)"
+    )
+    p.add_argument("--method", required=True, choices=["fp16", "int8", "int4", "prune", "distill"])
+    p.add_argument(
+        "--data",
+        metavar="INPUT",
+        default=None,
+        help="ALS: holdout interactions (NDCG@10); fraud: labelled transactions (required)",
+    )
+    p.add_argument("--student", choices=["xgboost", "sgd"], default="xgboost", help="distill only")
+    _scheduler_arg(p)
+
+
+def _run_compress(args):
+    from pathlib import Path
+
+    from .compression import compress
+    from .errors import ArtifactError
+    from .io import read_artifact
+
+    kind = read_artifact(args.model)["kind"]
+    if kind in ("ALSRecommender", "QuantizedALSRecommender", "PopularityRecommender"):
+        from .data import read_interactions
+        from .recommend import load_model
+
+        data = read_interactions(args.data) if args.data else None
+    elif kind in ("XGBoostFraudClassifier", "SGDFraudClassifier"):
+        from .data import read_transactions
+        from .fraud import load_model
+
+        data = read_transactions(args.data) if args.data else None
+    else:
+        raise ArtifactError(f"{args.model} holds a {kind!r} artifact, which compress does not take.")
+    model = load_model(args.model)
+    with _client(args) as client:
+        small = compress(model, args.method, data, student=args.student, client=client)
+    small.save(args.out)
+    print_json({"model": args.model, "out": str(Path(args.out)), **small.compression_report_})
+
+
 COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "generate": (_add_generate, _run_generate),
@@ -459,6 +506,7 @@ COMMANDS = {
     "score": (_add_score, _run_score),
     "recommend": (_add_recommend, _run_recommend),
     "features": (_add_features, _run_features),
+    "compress": (_add_compress, _run_compress),
 }
 
 

@@ -82,6 +82,8 @@ def save_model(model, path, *, format: str = "ubj") -> Path:
     if params["features"] is not None and not isinstance(params["features"], str):
         params["features"] = "spec"  # restored from features.json
     state = {a: getattr(model, a) for a in _COMMON_STATE + _STATE[kind]}
+    if getattr(model, "compression_report_", None) is not None:  # daskml_scale.compression
+        state["compression_report_"] = model.compression_report_
     if kind == "SGDFraudClassifier" and state["class_weight_"] is not None:
         state["class_weight_"] = {str(k): float(v) for k, v in state["class_weight_"].items()}
     metadata = {

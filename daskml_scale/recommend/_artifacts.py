@@ -21,15 +21,21 @@ __all__ = ["load_model", "save_model"]
 _ARRAYS = {
     "ALSRecommender": ("user_factors_", "item_factors_"),
     "PopularityRecommender": ("item_scores_",),
+    "QuantizedALSRecommender": (),  # codes and scales: written by the model's _save_files
 }
 _METRICS = ("loss_history_", "iteration_times_", "n_interactions_", "fit_time_s_")
 
 
 def _classes():
+    from ..compression import QuantizedALSRecommender
     from ._als import ALSRecommender
     from ._popularity import PopularityRecommender
 
-    return {"ALSRecommender": ALSRecommender, "PopularityRecommender": PopularityRecommender}
+    return {
+        "ALSRecommender": ALSRecommender,
+        "PopularityRecommender": PopularityRecommender,
+        "QuantizedALSRecommender": QuantizedALSRecommender,
+    }
 
 
 def save_model(model, path):
@@ -39,8 +45,11 @@ def save_model(model, path):
     metrics = {m.rstrip("_"): getattr(model, m) for m in _METRICS if hasattr(model, m)}
 
     def write(tmp):
-        pd.DataFrame({S.USER_ID: model.user_ids_}).to_parquet(tmp / "user_ids.parquet", index=False)
-        pd.DataFrame({S.ITEM_ID: model.item_ids_}).to_parquet(tmp / "item_ids.parquet", index=False)
+        if hasattr(model, "_save_files"):  # quantized models write their own id maps and codes
+            model._save_files(tmp)
+        else:
+            pd.DataFrame({S.USER_ID: model.user_ids_}).to_parquet(tmp / "user_ids.parquet", index=False)
+            pd.DataFrame({S.ITEM_ID: model.item_ids_}).to_parquet(tmp / "item_ids.parquet", index=False)
         for attr in _ARRAYS[kind]:
             np.save(tmp / f"{attr.rstrip('_')}.npy", np.asarray(getattr(model, attr)), allow_pickle=False)
         (tmp / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
@@ -72,6 +81,8 @@ def load_model(path, kind=None):
     model.item_ids_ = pd.read_parquet(path / "item_ids.parquet")[S.ITEM_ID].to_numpy()
     for attr in _ARRAYS[kind]:
         setattr(model, attr, np.load(path / f"{attr.rstrip('_')}.npy", allow_pickle=False))
+    if hasattr(model, "_load_files"):  # quantized models read their own codes and scales
+        model._load_files(path)
     metrics = json.loads((path / "metrics.json").read_text())
     for m in _METRICS:
         if m.rstrip("_") in metrics:

@@ -100,6 +100,10 @@ def _top_n_fast(topk, vectors, V, n, seen):
 
 def _block_recs(vectors, V, seen, user_ids, item_ids, n):
     """Recommendations of one block of users, computed ``_BATCH_ROWS`` users at a time."""
+    if hasattr(V, "block_top_n"):  # quantized factors (daskml_scale.compression): scored on codes
+        rows, cols, score, rank = V.block_top_n(vectors, n, seen)
+        return pd.DataFrame({S.USER_ID: user_ids[rows], S.ITEM_ID: item_ids[cols], S.SCORE: score,
+                             S.RANK: rank.astype(np.int64)})  # fmt: skip
     topk = _implicit_topk() if vectors.dtype == np.float32 and V.dtype == np.float32 else None
     frames = []
     for lo in range(0, len(vectors), _BATCH_ROWS):
@@ -358,6 +362,8 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
     owner = "similar_items"
     check_fitted(model, "item_factors_")
     _check_n(n, owner)
+    if hasattr(model, "_similar_items"):  # quantized factors (daskml_scale.compression)
+        return model._similar_items(items, n, items_per_partition)
     F = model.item_factors_.astype(np.float64)
     norms = np.linalg.norm(F, axis=1)
     ids = model.item_ids_

@@ -1,0 +1,277 @@
+"""Quantized factor matrices: float16, int8 and 4-bit codes with per-row scales, scored on their codes.
+
+A row ``x`` (``k`` floats) is stored as codes ``q`` and one float32 scale ``s`` with ``x ~ s * q``:
+
+``int8``
+    symmetric, ``s = max|x| / 127``, ``q = round(x / s)`` in [-127, 127]: ``|x - s q| <= s / 2``.
+``int4``
+    symmetric, ``s = max|x| / 7``, ``q`` in [-7, 7], stored as ``q + 8`` in one nibble, two columns per
+    byte (column ``2j`` in the low nibble): ``|x - s q| <= s / 2``.
+``fp16``
+    ``q = float16(x)`` and no scale: relative error <= 2**-11 in float16's normal range.
+
+Scores are computed on the codes: the dot product of two rows of integer codes is an exact integer,
+formed by float32 GEMM on the codes of one tile of items (exact while ``|sum| < 2**24``, i.e. for
+``k * 127**2 < 2**24``: ``k <= 1040`` for int8), then multiplied by the two row scales. The full
+dequantized float32 matrix is never formed: memory per call is bounded by the tile (``tile_rows``
+item rows as float32) and the output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ParameterError, check_in
+
+__all__ = ["METHODS", "QuantizedFactors", "quantize"]
+
+METHODS = ("fp16", "int8", "int4")
+_QMAX = {"int8": 127, "int4": 7}
+_EXACT_K = {"int8": (1 << 24) // (127 * 127), "int4": (1 << 24) // 49}
+_TILE_BYTES = 16 << 20  # float32 bytes of one item tile
+_BATCH_ROWS = 1024  # query rows per GEMM
+
+
+def _pack4(q: np.ndarray) -> np.ndarray:
+    """Int codes in [-7, 7] of shape (n, k) -> uint8 (n, ceil(k / 2)), two nibbles per byte."""
+    u = (q.astype(np.int16) + 8).astype(np.uint8)
+    if u.shape[1] % 2:
+        u = np.concatenate([u, np.full((u.shape[0], 1), 8, dtype=np.uint8)], axis=1)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+
+
+def _unpack4(packed: np.ndarray, k: int, dtype=np.float32) -> np.ndarray:
+    """Inverse of :func:`_pack4`: codes as ``dtype`` (exact small integers)."""
+    out = np.empty((packed.shape[0], packed.shape[1] * 2), dtype=dtype)
+    out[:, 0::2] = packed & 0x0F
+    out[:, 1::2] = packed >> 4
+    out -= 8
+    return out[:, :k]
+
+
+class QuantizedFactors:
+    """A factor matrix stored as low-precision codes and per-row scales.
+
+    Build one with :func:`quantize`. Slicing rows (``q[lo:hi]``) gives another
+    ``QuantizedFactors`` sharing the codes; :meth:`dequantize` inflates rows to float32 explicitly
+    (for oracles and inspection: the scoring methods never call it on the whole matrix).
+
+    Parameters
+    ----------
+    codes : ndarray
+        ``int8`` (n, k) for int8, ``uint8`` (n, ceil(k / 2)) for int4, ``float16`` (n, k) for fp16.
+    scales : ndarray of float32 (n,) or None
+        Per-row scales (None for fp16).
+    method : {'fp16', 'int8', 'int4'}
+    n_cols : int
+        ``k``, the number of factors (needed to unpack int4 codes of odd ``k``).
+
+    Attributes
+    ----------
+    shape : tuple
+        ``(n, k)`` of the matrix the codes stand for.
+    nbytes : int
+        Bytes of codes plus scales.
+    """
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray | None, method: str, n_cols: int):
+        check_in("method", method, METHODS, "QuantizedFactors")
+        self.codes = codes
+        self.scales = scales
+        self.method = method
+        self.n_cols = int(n_cols)
+
+    # ------------------------------------------------------------------------------- array-like
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.codes.shape[0]), self.n_cols)
+
+    @property
+    def dtype(self):
+        return self.codes.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + (0 if self.scales is None else self.scales.nbytes))
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    def __getitem__(self, rows):
+        if isinstance(rows, slice):
+            scales = None if self.scales is None else self.scales[rows]
+            return QuantizedFactors(self.codes[rows], scales, self.method, self.n_cols)
+        rows = np.asarray(rows)
+        scales = None if self.scales is None else self.scales[rows]
+        return QuantizedFactors(self.codes[rows], scales, self.method, self.n_cols)
+
+    def __repr__(self) -> str:
+        return f"QuantizedFactors(method={self.method!r}, shape={self.shape}, nbytes={self.nbytes})"
+
+    def __array__(self, dtype=None, copy=None):
+        """Explicit conversion (``np.asarray(q)``): the dequantized float32 matrix."""
+        out = self.dequantize()
+        return out if dtype is None else out.astype(dtype)
+
+    # ------------------------------------------------------------------------------- codes
+    def code_tile(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Codes of rows ``lo:hi`` as float32 (exact integers for int8/int4; fp16 values)."""
+        c = self.codes[lo:hi]
+        if self.method == "int4":
+            return _unpack4(c, self.n_cols)
+        return c.astype(np.float32)
+
+    def row_scales(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        if self.scales is None:
+            return np.ones(len(self.codes[lo:hi]), dtype=np.float32)
+        return self.scales[lo:hi]
+
+    def dequantize(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` as float32 ``scale * code`` (the values the codes stand for)."""
+        return self.code_tile(lo, hi) * self.row_scales(lo, hi)[:, None]
+
+    def gram(self) -> np.ndarray:
+        """``X.T @ X`` in float64, accumulated tile by tile (``sum_t C_t^T diag(s_t^2) C_t``)."""
+        k = self.n_cols
+        out = np.zeros((k, k))
+        for lo, hi in self._tiles():
+            c = self.code_tile(lo, hi).astype(np.float64)
+            out += c.T @ (c * (self.row_scales(lo, hi).astype(np.float64) ** 2)[:, None])
+        return out
+
+    def code_norms(self) -> np.ndarray:
+        """Euclidean norm of each row's codes (float64; exact sum of squares for integer codes)."""
+        out = np.empty(len(self))
+        for lo, hi in self._tiles():
+            c = self.code_tile(lo, hi).astype(np.float64)
+            out[lo:hi] = np.sqrt(np.einsum("ik,ik->i", c, c))
+        return out
+
+    def _tiles(self, tile_rows: int | None = None):
+        n = len(self)
+        step = tile_rows or max(1024, _TILE_BYTES // (4 * max(self.n_cols, 1)))
+        return [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
+
+    # ------------------------------------------------------------------------------- scoring
+    def block_top_n(self, queries, n: int, seen: sp.csr_matrix | None = None, tile_rows=None):
+        """Top ``n`` rows of this (item) matrix for each query row, scored on the codes.
+
+        ``queries`` is a :class:`QuantizedFactors` (its codes are used, its scales applied to the
+        scores) or a float array (fold-in vectors). Seen pairs (``seen``: queries x items CSR) are
+        excluded. Returns ``(rows, cols, score, rank)`` like ``recommend._topn.top_n``: per row by
+        score descending, ties by column ascending; scores are the dequantized dot products.
+        """
+        quantized = isinstance(queries, QuantizedFactors)
+        m = len(queries)
+        k = min(int(n), len(self))
+        z = np.zeros(0, dtype=np.int64)
+        if k == 0 or m == 0:
+            return z, z, np.zeros(0), z
+        q_scales = queries.row_scales() if quantized else None
+        tiles = self._tiles(tile_rows)
+        topk = _implicit_topk()
+        # outer loop on item tiles: each tile is converted once per call, whatever the query count
+        cand_ids = np.empty((m, k * len(tiles)), dtype=np.int64)
+        cand_sc = np.empty((m, k * len(tiles)), dtype=np.float64)
+        for t, (lo, hi) in enumerate(tiles):
+            items = np.ascontiguousarray(self.code_tile(lo, hi))
+            inv = (1.0 / self.row_scales(lo, hi)).astype(np.float32)  # score = dot / (1 / s_item)
+            kt = min(k, hi - lo)
+            whole = lo == 0 and hi == len(self)
+            seen_t = None if seen is None else (seen if whole else seen[:, lo:hi].tocsr())
+            for a in range(0, m, _BATCH_ROWS):
+                b = min(a + _BATCH_ROWS, m)
+                qv = queries.code_tile(a, b) if quantized else np.asarray(queries[a:b], dtype=np.float32)
+                sv = None if seen_t is None else seen_t[a:b]
+                ids, sc = _tile_top(topk, items, inv, np.ascontiguousarray(qv), kt, sv)
+                if quantized:
+                    sc = sc * q_scales[a:b, None].astype(np.float64)
+                cand_ids[a:b, t * k : t * k + kt] = ids + lo
+                cand_sc[a:b, t * k : t * k + kt] = sc
+                if kt < k:
+                    cand_ids[a:b, t * k + kt : (t + 1) * k] = 0
+                    cand_sc[a:b, t * k + kt : (t + 1) * k] = -np.inf
+        return _merge(cand_ids, cand_sc, k)
+
+
+def _implicit_topk():
+    try:
+        from implicit.cpu.topk import topk
+    except ImportError:
+        return None
+    return topk
+
+
+def _tile_top(topk, items, inv_scales, queries, k, seen):
+    """Top ``k`` of one item tile for float32 query codes: ``(ids, scores)``, -inf where filtered."""
+    if topk is not None:
+        ids, sc = topk(items, queries, k, item_norms=inv_scales, filter_query_items=seen, num_threads=1)
+        sc = sc.astype(np.float64)
+        sc[sc <= np.finfo(np.float32).min] = -np.inf  # implicit marks filtered slots with -FLT_MAX
+        return ids.astype(np.int64), sc
+    scores = (queries @ items.T) / inv_scales[None, :]
+    if seen is not None and seen.nnz:
+        scores[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), seen.indices] = -np.inf
+    n_cols = scores.shape[1]
+    if k < n_cols:
+        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.tile(np.arange(n_cols), (len(scores), 1))
+    return idx.astype(np.int64), np.take_along_axis(scores, idx, axis=1).astype(np.float64)
+
+
+def _merge(cand_ids, cand_sc, k):
+    """Best ``k`` candidates per row (score descending, id ascending), seen/filtered ones dropped."""
+    m = len(cand_ids)
+    order = np.lexsort((cand_ids, -cand_sc), axis=1)[:, :k]
+    ids = np.take_along_axis(cand_ids, order, axis=1)
+    sc = np.take_along_axis(cand_sc, order, axis=1)
+    rows = np.repeat(np.arange(m), k)
+    ranks = np.tile(np.arange(1, k + 1), m)
+    keep = np.isfinite(sc.ravel())
+    return rows[keep], ids.ravel()[keep], sc.ravel()[keep], ranks[keep]
+
+
+def quantize(X, method: str = "int8") -> QuantizedFactors:
+    """Quantize the rows of a float matrix.
+
+    Parameters
+    ----------
+    X : array-like (n, k)
+    method : {'fp16', 'int8', 'int4'}
+        See the module docstring for the schemes and their error bounds.
+
+    Returns
+    -------
+    QuantizedFactors
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from daskml_scale.compression import quantize
+    >>> X = np.random.default_rng(0).normal(size=(100, 16)).astype("float32")
+    >>> q = quantize(X, "int8")
+    >>> q.nbytes, X.nbytes
+    (2000, 6400)
+    >>> bool(np.all(np.abs(q.dequantize() - X) <= q.scales[:, None] / 2 + 1e-6))
+    True
+    """
+    check_in("method", method, METHODS, "quantize")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ParameterError(f"quantize takes a 2-d factor matrix; got {X.ndim} dimension(s).")
+    n, k = X.shape
+    if method == "fp16":
+        return QuantizedFactors(X.astype(np.float16), None, method, k)
+    if k > _EXACT_K[method]:
+        raise ParameterError(
+            f"quantize(method={method!r}) scores exactly in float32 up to {_EXACT_K[method]} factors; "
+            f"got {k}. Use method='fp16' or fewer factors."
+        )
+    qmax = _QMAX[method]
+    amax = np.abs(X).max(axis=1) if k else np.zeros(n, dtype=np.float32)
+    scales = np.where(amax > 0, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(X / scales[:, None]), -qmax, qmax)
+    codes = q.astype(np.int8) if method == "int8" else _pack4(q)
+    return QuantizedFactors(codes, scales, method, k)

@@ -1,0 +1,328 @@
+"""Pruned and distilled fraud models: xgboost's own pruner and refresher, and teacher-student training.
+
+``prune``
+    xgboost's pruner on the trained trees (``process_type='update'``, ``updater='prune'``,
+    ``gamma``): a split whose loss reduction is below ``gamma`` and whose children are leaves is
+    removed, bottom-up. Trees reduced to a single leaf are dropped (their size pays for a constant),
+    then every leaf value is refit on the training rows with xgboost's refresher
+    (``updater='refresh'``, ``refresh_leaf=True``), distributed with ``xgboost.dask``.
+``distill``
+    A student trained on the teacher's scores over the training rows: a shallow booster
+    (``binary:logistic`` with the teacher's probabilities as soft labels, ``xgboost.dask``), or the
+    linear :class:`~daskml_scale.fraud.SGDFraudClassifier` whose weights are the least-squares fit
+    of the teacher's margins on the standardized model matrix (per-partition sums ``X^T X``,
+    ``X^T m`` added in a tree, one small solve).
+
+The compressed model is the teacher's class (or ``SGDFraudClassifier``) with the teacher's fitted
+features, categories, model columns and threshold: ``score``, ``save``/``load_model`` and the CLI
+take it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import dask
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from .. import schema as S
+from ..cluster import get_client
+from ..errors import ParameterError, check_fitted, check_in
+from ..fraud import SGDFraudClassifier, XGBoostFraudClassifier
+from ..fraud._base import (
+    check_transactions,
+    compute_small,
+    in_memory,
+    is_dask,
+    maybe_in_memory,
+    model_frame,
+    one_hot_matrix,
+    persist,
+    to_dask,
+)
+from ..fraud._sgd import _moments, _tree_combine
+
+__all__ = ["compress_fraud", "distill_linear", "distill_xgboost", "prune_xgboost"]
+
+_RIDGE = 1e-6
+
+
+# ------------------------------------------------------------------------------ per partition
+def _margin(pdf, booster, numeric, categories):
+    X = model_frame(pdf, numeric, categories)
+    if not len(X):
+        return np.empty(0, dtype="float64")
+    return booster.inplace_predict(X, predict_type="margin", validate_features=False).astype("float64")
+
+
+def _soft_labels(pdf, booster, numeric, categories):
+    return pd.Series(expit(_margin(pdf, booster, numeric, categories)), index=pdf.index, name="soft")
+
+
+def _scaled_matrix(pdf, numeric, categories, mean, scale):
+    X = (one_hot_matrix(pdf, numeric, categories) - mean) / scale
+    return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _normal_eq(pdf, booster, numeric, categories, mean, scale):
+    """``(Xa^T Xa, Xa^T m, n)`` of one partition, ``Xa = [X, 1]``, ``m`` the teacher's margins."""
+    X = _scaled_matrix(pdf, numeric, categories, mean, scale)
+    Xa = np.hstack([X, np.ones((len(X), 1))])
+    m = _margin(pdf, booster, numeric, categories)
+    return Xa.T @ Xa, Xa.T @ m, len(X)
+
+
+def _add_eq(*parts):
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _tree_reduce(tasks, func, every=8):
+    while len(tasks) > 1:
+        tasks = [dask.delayed(func)(*tasks[i : i + every]) for i in range(0, len(tasks), every)]
+    return tasks[0]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _xgb_matrix(model, frame, label, client, quantile=True, ref=None):
+    """A (Dask) DMatrix of ``frame``'s model columns with ``label`` (a Series of the same rows)."""
+    import xgboost as xgb
+    import xgboost.dask  # noqa: F401 - registers xgb.dask
+
+    kw = {"enable_categorical": True, "feature_types": model._feature_types()}
+    if client is not None:
+        X = model._matrix(frame)
+        if quantile:
+            return xgb.dask.DaskQuantileDMatrix(client, X, label, max_bin=model.max_bin, **kw)
+        return xgb.dask.DaskDMatrix(client, X, label, **kw)
+    with in_memory():
+        pdf, y = dask.compute(frame, label)  # small: pandas input, in memory already
+    X = model_frame(pdf, model.numeric_columns_, model.categories_)
+    if quantile:
+        return xgb.QuantileDMatrix(X, y, max_bin=model.max_bin, **kw)
+    return xgb.DMatrix(X, y, **kw)
+
+
+def _train(client, params, dtrain, rounds, xgb_model=None):
+    import warnings
+
+    import xgboost as xgb
+
+    with xgb.config_context(verbosity=0), warnings.catch_warnings():
+        # the update passes name their updater on purpose (xgboost warns that tree_method is ignored)
+        warnings.filterwarnings("ignore", message=".*manually specified the `updater`", category=UserWarning)
+        if client is not None:
+            out = xgb.dask.train(client, params, dtrain, num_boost_round=rounds, xgb_model=xgb_model)
+            return out["booster"]
+        return xgb.train(params, dtrain, num_boost_round=rounds, xgb_model=xgb_model)
+
+
+def _student_of(model, booster, **params):
+    out = copy.copy(model)
+    out.__dict__.pop("_cpu_booster", None)
+    out.__dict__.pop("compression_report_", None)
+    out.set_params(**params)
+    out.booster_ = booster
+    out.best_iteration_ = int(booster.num_boosted_rounds()) - 1
+    out.evals_result_ = {}
+    return out
+
+
+# ------------------------------------------------------------------------------ methods
+def prune_xgboost(model, train, *, gamma=None, client=None):
+    """Prune ``model``'s trees with xgboost's pruner, drop leaf-only trees, refresh the leaves."""
+    import xgboost as xgb
+
+    booster = model.booster_
+    trees = booster.trees_to_dataframe()
+    gains = trees.loc[trees["Feature"] != "Leaf", "Gain"].to_numpy()
+    if gamma is None:
+        gamma = float(np.quantile(gains, 0.9)) if len(gains) else 0.0
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma < 0:
+        raise ParameterError(
+            f"The 'gamma' parameter of compress must be a float >= 0. Got {gamma!r} instead."
+        )
+    params = {**model._params(), "device": "cpu"}
+    (sample,) = compute_small(train.head(1000, npartitions=-1, compute=False), client=client)  # small
+    dsample = xgb.DMatrix(
+        model_frame(sample, model.numeric_columns_, model.categories_),
+        sample[S.IS_FRAUD],
+        enable_categorical=True,
+        feature_types=model._feature_types(),
+    )  # the pruner reads the gains stored in the trees, not the data
+    rounds = booster.num_boosted_rounds()
+    # trees pay for their size while their total gain reaches gamma: keep the leading ones that do
+    tree_gain = (
+        trees[trees["Feature"] != "Leaf"].groupby("Tree")["Gain"].sum().reindex(range(rounds), fill_value=0)
+    )
+    failing = np.flatnonzero(tree_gain.to_numpy() < gamma)
+    n_keep = max(1, int(failing[0]) if len(failing) else rounds)
+    pruned = _train(None, {**params, "process_type": "update", "updater": "prune", "gamma": gamma},
+                    dsample, n_keep, xgb_model=booster[:n_keep])  # fmt: skip
+    dtrain = _xgb_matrix(model, train, train[S.IS_FRAUD], client, quantile=False)
+    refresh = {**params, "process_type": "update", "updater": "refresh", "refresh_leaf": True}
+    refreshed = _train(client, refresh, dtrain, pruned.num_boosted_rounds(), xgb_model=pruned)
+    out = _student_of(model, refreshed, early_stopping_rounds=None)
+    out.n_estimators = int(refreshed.num_boosted_rounds())
+    out.prune_gamma_ = float(gamma)
+    return out
+
+
+def distill_xgboost(model, train, *, n_estimators=40, max_depth=4, learning_rate=0.3, client=None):
+    """A shallow booster trained on the teacher's probabilities (soft labels) over ``train``."""
+    teacher = model._scoring_booster()
+    meta = pd.Series(np.empty(0, dtype="float64"), name="soft")
+    soft = train.map_partitions(_soft_labels, teacher, model.numeric_columns_, model.categories_, meta=meta)
+    dtrain = _xgb_matrix(model, train, soft, client)
+    params = {
+        **model._params(),
+        "max_depth": int(max_depth),
+        "eta": float(learning_rate),
+        "scale_pos_weight": 1.0,  # the soft labels already carry the teacher's weighting
+        "eval_metric": "logloss",
+    }
+    booster = _train(client, params, dtrain, int(n_estimators))
+    return _student_of(
+        model, booster, n_estimators=int(n_estimators), max_depth=int(max_depth),
+        learning_rate=float(learning_rate), early_stopping_rounds=None,
+    )  # fmt: skip
+
+
+def distill_linear(model, train, *, client=None):
+    """An ``SGDFraudClassifier`` whose weights fit the teacher's margins by least squares."""
+    numeric, cats = model.numeric_columns_, model.categories_
+    parts = train.to_delayed()
+    moments = [dask.delayed(_moments)(p, numeric, cats) for p in parts]
+    (total,) = compute_small(_tree_reduce(moments, _tree_combine), client=client)  # small: 3 x columns
+    count, mean, m2 = total
+    var = np.divide(m2, count, out=np.zeros_like(m2), where=count > 0)
+    scale = np.where(var > 0, np.sqrt(var), 1.0)
+    teacher = model._scoring_booster()
+    eqs = [dask.delayed(_normal_eq)(p, teacher, numeric, cats, mean, scale) for p in parts]
+    ((A, b, n),) = compute_small(_tree_reduce(eqs, _add_eq), client=client)  # small: d x d
+    ridge = _RIDGE * max(float(n), 1.0) * np.eye(len(b))
+    ridge[-1, -1] = 0.0  # the intercept is not penalised
+    w = np.linalg.solve(A + ridge, b)
+    student = SGDFraudClassifier(
+        features=model.features_, valid_from=model.valid_from, valid_size=model.valid_size,
+        threshold=model.threshold, random_state=model.random_state,
+    )  # fmt: skip
+    for attr in ("model_columns_", "numeric_columns_", "categories_", "time_range_", "valid_from_",
+                 "n_train_", "n_train_positive_", "n_valid_", "validation_metrics_", "features_"):  # fmt: skip
+        setattr(student, attr, copy.deepcopy(getattr(model, attr)))
+    student.columns_ = list(numeric) + [f"{c}={v}" for c, vals in cats.items() for v in vals]
+    student.class_weight_ = None
+    student.mean_, student.scale_ = mean, scale
+    student.coef_ = w[None, :-1].astype("float64")
+    student.intercept_ = np.array([w[-1]], dtype="float64")
+    student.t_ = 1.0
+    student.n_rows_seen_ = int(n)
+    student.n_epochs_ = 0
+    student.classes_ = np.array([0, 1])
+    return student
+
+
+# ------------------------------------------------------------------------------ entry point
+def _parts(model, data, eval_data, client):
+    """Featurized training and evaluation parts (persisted), split at the teacher's ``valid_from_``."""
+    keep = [S.TRANSACTION_ID, S.TIMESTAMP, S.IS_FRAUD, *model.model_columns_]
+    featurized = model._featurize(to_dask(data))[keep]
+    if eval_data is not None:
+        check_transactions(eval_data, "compress", label=True)
+        train, evalp = featurized, model._featurize(to_dask(eval_data))[keep]
+    elif model.valid_from_ is not None:
+        cut = pd.Timestamp(model.valid_from_)
+        train, evalp = featurized[featurized[S.TIMESTAMP] < cut], featurized[featurized[S.TIMESTAMP] >= cut]
+    else:
+        train = evalp = featurized
+    return persist(train, evalp, client=client)
+
+
+def _quality(model, evalp, client):
+    from ..evaluation import classification_metrics
+
+    scored = model._score_frame(evalp, keep=[S.IS_FRAUD])
+    m = classification_metrics(
+        scored, label=S.IS_FRAUD, score=S.SCORE, threshold=model.threshold, client=client
+    )
+    return m
+
+
+def _predict_rate(model, sample):
+    t = time.perf_counter()
+    model._predict_partition(sample)
+    return len(sample) / (time.perf_counter() - t)
+
+
+def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max_depth, learning_rate,
+                   gamma, timing_rows, repeats, report, client):  # fmt: skip
+    """See :func:`daskml_scale.compression.compress`."""
+    from ._api import _timings, artifact_bytes
+
+    check_in("student", student, ("xgboost", "sgd"), "compress")
+    if not isinstance(model, XGBoostFraudClassifier):
+        raise ParameterError(
+            f"compress(method={method!r}) needs a tree teacher (XGBoostFraudClassifier); got a "
+            f"{type(model).__name__}, which is already a linear model."
+        )
+    check_fitted(model, "booster_")
+    if data is None:
+        raise ParameterError(
+            f"compress(method={method!r}) learns from data: pass data= labelled transactions (the "
+            "teacher's training data, with is_fraud)."
+        )
+    check_transactions(data, "compress", label=True)
+    distributed = is_dask(data)
+    client = get_client(client) if distributed else None
+    if distributed and client is None and not (method == "distill" and student == "sgd"):
+        raise ParameterError(
+            f"compress(method={method!r}) on a Dask DataFrame trains with xgboost.dask, which needs a "
+            "distributed Client: start one with daskml_scale.connect() (or pass client=), or pass "
+            "pandas data."
+        )
+    with maybe_in_memory(data):
+        train, evalp = _parts(model, data, eval_data, client)
+        t0 = time.perf_counter()
+        if method == "prune":
+            out = prune_xgboost(model, train, gamma=gamma, client=client)
+        elif student == "sgd":
+            out = distill_linear(model, train, client=client)
+        else:
+            out = distill_xgboost(model, train, n_estimators=n_estimators, max_depth=max_depth,
+                                  learning_rate=learning_rate, client=client)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        if not report:
+            return out
+        before, after = _quality(model, evalp, client), _quality(out, evalp, client)
+        (sample,) = compute_small(evalp.head(int(timing_rows), npartitions=-1, compute=False), client=client)
+    out.validation_metrics_ = after
+    rates = _timings([lambda: _predict_rate(model, sample), lambda: _predict_rate(out, sample)], repeats)
+    rep = {
+        "kind": type(model).__name__,
+        "kind_after": type(out).__name__,
+        "method": method if method == "prune" else f"distill-{student}",
+        "compress_seconds": seconds,
+        "bytes_before": artifact_bytes(model),
+        "bytes_after": artifact_bytes(out),
+        "trees_before": int(model.booster_.num_boosted_rounds()),
+        "trees_after": int(out.booster_.num_boosted_rounds()) if hasattr(out, "booster_") else 0,
+        "quality_metric": "pr_auc",
+        "quality_before": before["pr_auc"],
+        "quality_after": after["pr_auc"],
+        "roc_auc_before": before["roc_auc"],
+        "roc_auc_after": after["roc_auc"],
+        "eval_rows": int(after["n"]),
+        "eval_positives": int(after["n_positive"]),
+        "timing": f"model prediction on {len(sample)} featurized rows, one thread, best of {repeats}",
+        "rows_per_s_before": rates[0],
+        "rows_per_s_after": rates[1],
+    }
+    rep["size_ratio"] = rep["bytes_before"] / rep["bytes_after"]
+    rep["quality_change"] = rep["quality_after"] - rep["quality_before"]
+    rep["speed_ratio"] = rates[1] / rates[0]
+    if method == "prune":
+        rep["gamma"] = out.prune_gamma_
+    out.compression_report_ = rep
+    return out
