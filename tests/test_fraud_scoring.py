@@ -180,14 +180,16 @@ def test_tampered_artifact_is_refused(tmp_path, xgb_model, sgd_model):
 
 
 # ------------------------------------------------------------------------------------ CLI
-def test_cli_train_and_score(tmp_path, client, frames, capsys):
+def test_cli_train_and_score(tmp_path, client, spread, frames, capsys):
     train, new = frames
     write_parquet(dd.from_pandas(train, npartitions=2, sort=False), tmp_path / "train")
     write_parquet(dd.from_pandas(new, npartitions=2, sort=False), tmp_path / "new")
     addr = ["--scheduler", client.scheduler.address]
-    code = main(["train", "fraud", str(tmp_path / "train"), "--model", str(tmp_path / "m"), "--algo", "sgd",
-                 "--valid-from", "2025-01-07", *addr])  # fmt: skip
+    with spread() as ts:
+        code = main(["train", "fraud", str(tmp_path / "train"), "--model", str(tmp_path / "m"), "--algo", "sgd",
+                     "--valid-from", "2025-01-07", *addr])  # fmt: skip
     assert code == 0
+    ts.assert_spread(prefix="")  # the CLI trained on the cluster given by --scheduler, both workers
     report = json.loads(capsys.readouterr().out)
     assert report["algo"] == "sgd" and report["validation"]["n"] > 0
     code = main(["score", str(tmp_path / "new"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s"),

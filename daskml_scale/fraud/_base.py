@@ -8,6 +8,9 @@ its model matrix itself, partition by partition:
    (``merchant_category``, ``channel``) with the categories learned in ``fit`` (so codes agree between
    training and scoring; unseen values become missing), then the feature columns.
 
+Everything ``fit`` learns from the data (categories, the features' frequency encodings, class counts,
+scaler statistics) comes from the training rows, before the time cut of the validation part.
+
 Only small results ever reach the client: counts, time bounds, distinct categories, models.
 """
 
@@ -195,7 +198,11 @@ class FraudClassifierBase(BaseEstimator):
         return self.features_.transform(ddf, history=history)
 
     def _prepare_fit(self, X, client):
-        """Fit the features, learn the model columns and categories; return (featurized, info)."""
+        """Fit the features, learn the model columns and categories; return (featurized, cutoff).
+
+        The time cut of the validation part is chosen first; the categories and the features' fitted
+        state (frequency encodings) are learned on the rows before it only.
+        """
         owner = type(self).__name__
         check_transactions(X, owner, label=True)
         self._check_common()
@@ -215,14 +222,15 @@ class FraudClassifierBase(BaseEstimator):
             )
         ts = ddf[S.TIMESTAMP]
         label = ddf[S.IS_FRAUD]
-        # small: two timestamps, three counts and the distinct values of each category column
-        t_min, t_max, n, n_pos, n_bad, *distinct = compute_small(
+        # small: two timestamps, three counts and, per category column, the first time each value
+        # occurs (the categories of the training rows follow once the cut is known: one pass only)
+        t_min, t_max, n, n_pos, n_bad, *first_seen = compute_small(
             ts.min(),
             ts.max(),
             label.count(),
             label.sum(),
             (~label.isin([0, 1])).sum(),
-            *[ddf[c].dropna().drop_duplicates(split_out=1) for c in cats],
+            *[ddf.groupby(c, dropna=True)[S.TIMESTAMP].min(split_out=1) for c in cats],
             client=client,
         )
         if n == 0:
@@ -239,23 +247,30 @@ class FraudClassifierBase(BaseEstimator):
                 "Train on data with both fraud and legitimate transactions.",
                 column=S.IS_FRAUD,
             )
-        self.categories_ = {c: sorted(str(v) for v in d) for c, d in zip(cats, distinct)}
+        cutoff = self._cutoff(pd.Timestamp(t_min), pd.Timestamp(t_max))
+        # everything learned from the data is learned on the training rows only (before the
+        # validation cut), so that the validation metrics see the validation days as new data
+        self.categories_ = {
+            c: sorted(str(v) for v, t in first.items() if pd.notna(t) and (cutoff is None or t < cutoff))
+            for c, first in zip(cats, first_seen)
+        }
         self.features_ = self._new_features()
         if self.features_ is not None:
-            self.features_.fit(ddf, client=client)
+            self.features_.fit(ddf if cutoff is None else ddf[ts < cutoff], client=client)
             feat_names = [str(c) for c in self.features_.get_feature_names_out()]
         else:
             feat_names = []
         numeric = [S.AMOUNT] + extra + [c for c in feat_names if c not in extra and c != S.AMOUNT]
         self.numeric_columns_ = numeric
         self.model_columns_ = numeric + cats
-        cutoff = self._cutoff(pd.Timestamp(t_min), pd.Timestamp(t_max))
         self.time_range_ = (pd.Timestamp(t_min).isoformat(), pd.Timestamp(t_max).isoformat())
         self.valid_from_ = None if cutoff is None else cutoff.isoformat()
         keep = [S.TRANSACTION_ID, S.TIMESTAMP, S.IS_FRAUD, *self.model_columns_]
         if self.features_ is None:
             return ddf[keep], cutoff  # in memory already
-        # computed once, kept in (cluster) memory: counts, splits and training all read it
+        # computed once, kept in (cluster) memory: counts, splits and training all read it. The
+        # validation rows are featurized with the training rows as their history (features never
+        # read the label)
         (featurized,) = persist(self._featurize(ddf)[keep], client=client)
         return featurized, cutoff
 

@@ -110,6 +110,38 @@ def _average(results, state):
     }
 
 
+def _assign_groups(lengths, n_groups: int, seed) -> list[list[int]]:
+    """Partition indices of each group for parameter mixing, from the data and the seed only.
+
+    The non-empty partitions, in an order drawn from ``seed``, are dealt round robin to
+    ``min(n_groups, non-empty partitions)`` groups (each group's indices sorted). Where the partitions
+    sit on a cluster plays no part, so the same seed and data give the same groups everywhere.
+    """
+    nonempty = [i for i, n in enumerate(lengths) if n > 0]
+    if not nonempty:
+        return []
+    n_groups = max(1, min(int(n_groups), len(nonempty)))
+    order = np.random.default_rng(seed).permutation(len(nonempty))
+    return [sorted(nonempty[j] for j in order[g::n_groups]) for g in range(n_groups)]
+
+
+def _place_groups(groups, held, workers) -> list:
+    """A worker for each group: spread the groups evenly over the workers, each on the worker that
+    already holds most of its rows among the least loaded (``held[g][w]``: rows of group g on w)."""
+    load = dict.fromkeys(workers, 0)
+    where = [None] * len(groups)
+    for g in sorted(range(len(groups)), key=lambda g: -sum(held[g].values())):
+        least = min(load.values())
+        w = max((w for w in workers if load[w] == least), key=lambda w: held[g][w])
+        load[w] += 1
+        where[g] = w
+    return where
+
+
+def _identity(x):
+    return x
+
+
 class SGDFraudClassifier(FraudClassifierBase):
     """Logistic regression trained by SGD over partitions, able to continue on each new day.
 
@@ -122,9 +154,13 @@ class SGDFraudClassifier(FraudClassifierBase):
 
     * ``"sequential"``: ``dask_ml.wrappers.Incremental``, one partition after another in shuffled
       order (one worker busy at a time).
-    * ``"average"``: parameter mixing. Each worker runs ``partial_fit`` over its own partitions, in
-      parallel, from the same starting weights; the weights are averaged (by rows) after each epoch.
-      Throughput grows with workers.
+    * ``"average"``: parameter mixing. The non-empty partitions are dealt to ``n_groups`` groups in an
+      order drawn from ``random_state`` (never from where they sit); each group runs ``partial_fit``
+      over its partitions (in a new seeded order each epoch), in parallel, from the same starting
+      weights, and the weights are averaged (by rows) after each epoch. On a cluster each group runs
+      on one worker, its partitions moved there once before the first epoch; placement changes
+      nothing in the result: the same seed, data and ``n_groups`` give the same weights on any
+      cluster or without one. Throughput grows with workers.
 
     Parameters
     ----------
@@ -143,7 +179,9 @@ class SGDFraudClassifier(FraudClassifierBase):
     valid_size, valid_from
         Latest part of the time span held out to report validation metrics.
     n_groups : int, optional
-        Parallel groups for ``strategy='average'`` (default: one per worker, 2 without a client).
+        Groups for ``strategy='average'``: exactly this many (more groups than workers is allowed;
+        at most one group per non-empty partition). Default: one per worker, 2 without a client; set
+        it for the same weights on clusters of any size.
     threshold : float
         Probability at or above which a transaction is an alert.
     random_state : int
@@ -157,6 +195,11 @@ class SGDFraudClassifier(FraudClassifierBase):
     columns_ : list of str
         Names of the model-matrix columns (numerics, then ``column=category`` indicators).
     n_rows_seen_ : int
+    n_groups_ : int
+        Groups that trained in the last ``fit`` / ``partial_fit`` (1 for ``'sequential'``).
+    partition_groups_ : list of list of int or None
+        For ``'average'``: the partition indices of the training frame in each group (the input's
+        partitions with ``features=None``), from the last ``fit`` / ``partial_fit``.
     epoch_seconds_ : list of float
         Wall-clock seconds of each epoch of the last ``fit`` / ``partial_fit`` (after scaling).
     validation_metrics_ : dict
@@ -315,10 +358,18 @@ class SGDFraudClassifier(FraudClassifierBase):
         )
         (scaled,) = persist(scaled, client=client)
         client = active_client(client)
-        if client is not None:
-            from distributed import wait
+        if self.strategy == "average":
+            # the groups, and on a cluster each group's partitions moved to its worker (done before
+            # the epochs start: epoch_seconds_)
+            groups, parts, where = self._groups(scaled, client)
+            self.n_groups_, self.partition_groups_ = len(groups), groups
+            scaled = None  # parts holds the data now: the originals of copied partitions are freed
+        else:
+            self.n_groups_, self.partition_groups_ = 1, None
+            if client is not None:
+                from distributed import wait
 
-            wait(scaled)  # the scaling pass is done before the epochs start (epoch_seconds_)
+                wait(scaled)  # the scaling pass is done before the epochs start (epoch_seconds_)
         params = self._sgd_params()
         self.epoch_seconds_ = []
         state = None if not hasattr(self, "coef_") else self._state_dict()
@@ -328,7 +379,7 @@ class SGDFraudClassifier(FraudClassifierBase):
             if self.strategy == "sequential":
                 state, n = self._epoch_sequential(scaled, params, state, seed, client)
             else:
-                state, n = self._epoch_average(scaled, params, state, seed, client)
+                state, n = self._epoch_average(groups, parts, where, params, state, seed, client)
             self.n_rows_seen_ += n
             self.n_epochs_ += 1
             self.epoch_seconds_.append(time.perf_counter() - start)
@@ -361,54 +412,61 @@ class SGDFraudClassifier(FraudClassifierBase):
         t_before = 1.0 if state is None else state["t"]
         return {"coef": est.coef_, "intercept": est.intercept_, "t": est.t_}, int(round(est.t_ - t_before))
 
-    def _epoch_average(self, scaled, params, state, seed, client):
+    def _groups(self, scaled, client):
+        """(groups, parts, where): each group's partition indices, the partitions (delayed objects, or
+        futures on a cluster) and each group's worker (None without a cluster)."""
+        # small: one count per partition
+        (lengths,) = compute_small(scaled.map_partitions(len), client=client)
+        lengths = [int(n) for n in lengths]
+        workers = [] if client is None else sorted(client.scheduler_info()["workers"])
+        n_groups = self.n_groups or (len(workers) if workers else 2)
+        groups = _assign_groups(lengths, n_groups, self.random_state)
+        if client is None:
+            return groups, scaled.to_delayed(), [None] * len(groups)
+        from distributed import wait
+
+        parts = client.compute(scaled.to_delayed())  # one future per partition, in order, where it is
+        wait(parts)
+        who = client.who_has([parts[i] for g in groups for i in g])
+        held = [
+            {w: sum(lengths[i] for i in g if w in who.get(parts[i].key, ())) for w in workers} for g in groups
+        ]
+        where = _place_groups(groups, held, workers)
+        # a group's partitions held elsewhere are copied to its worker once, not fetched every epoch
+        # (the scheduler would drop the extra replica between epochs); placement is only a hint
+        for g, w in zip(groups, where):
+            for i in g:
+                if w not in who.get(parts[i].key, ()):
+                    parts[i] = client.submit(
+                        _identity, parts[i], workers=[w], allow_other_workers=True, pure=False
+                    )
+        wait([parts[i] for g in groups for i in g])
+        return groups, parts, where
+
+    def _epoch_average(self, groups, parts, where, params, state, seed, client):
         import dask
 
-        client = active_client(client)
-        parts = scaled.to_delayed()
-        if client is not None:
-            workers = sorted(client.scheduler_info()["workers"])
-            groups = self.n_groups or len(workers)
+        if client is None:
+            tasks = [
+                dask.delayed(_local_epoch)(params, state, seed * 1000 + g, *[parts[i] for i in group])
+                for g, group in enumerate(groups)
+            ]
+            results = dask.compute(*tasks)  # small: one weight vector per group
         else:
-            workers = []
-            groups = self.n_groups or 2
-        groups = max(1, min(groups, len(parts)))
-        order = np.random.default_rng(seed).permutation(len(parts))
-        if client is not None:
-            # each group runs where its partitions already are, when the cluster can tell
-            from distributed import futures_of
-
-            futures = futures_of(scaled)
-            who = client.who_has(futures)
-            by_worker: dict = {}
-            for i, f in enumerate(futures):
-                holders = list(who.get(f.key) or ()) or [workers[i % len(workers)]]
-                by_worker.setdefault(holders[0], []).append(f)
-            buckets = list(by_worker.items())
-            if len(buckets) < groups:
-                flat = [f for _, fs in buckets for f in fs]
-                buckets = [(None, flat[g::groups]) for g in range(groups)]
             tasks = [
                 client.submit(
                     _local_epoch,
                     params,
                     state,
                     seed * 1000 + g,
-                    *fs,
-                    workers=None if w is None else [w],
+                    *[parts[i] for i in group],
+                    workers=[w],
+                    allow_other_workers=True,
                     pure=False,
                 )
-                for g, (w, fs) in enumerate(buckets)
+                for g, (group, w) in enumerate(zip(groups, where))
             ]
             results = client.gather(tasks)  # small: one weight vector per group
-        else:
-            tasks = [
-                dask.delayed(_local_epoch)(
-                    params, state, seed * 1000 + g, *[parts[i] for i in order[g::groups]]
-                )
-                for g in range(groups)
-            ]
-            results = dask.compute(*tasks)  # small: one weight vector per group
         return _average(results, state), sum(n for _, n in results)
 
     # ----------------------------------------------------------------------------- predict

@@ -227,13 +227,21 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             # xgboost cannot infer categories on a worker whose input is empty: drop empty partitions
             train, valid = _non_empty(train, client), None if valid is None else _non_empty(valid, client)
             dtrain = xgb.dask.DaskQuantileDMatrix(
-                client, self._matrix(train), train[S.IS_FRAUD], enable_categorical=True, max_bin=self.max_bin,
+                client,
+                self._matrix(train),
+                train[S.IS_FRAUD],
+                enable_categorical=True,
+                max_bin=self.max_bin,
                 feature_types=self._feature_types(),
             )
             evals = []
             if valid is not None:
                 dvalid = xgb.dask.DaskQuantileDMatrix(
-                    client, self._matrix(valid), valid[S.IS_FRAUD], enable_categorical=True, ref=dtrain,
+                    client,
+                    self._matrix(valid),
+                    valid[S.IS_FRAUD],
+                    enable_categorical=True,
+                    ref=dtrain,
                     feature_types=self._feature_types(),
                 )
                 evals = [(dvalid, "valid")]
