@@ -16,6 +16,9 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
 ``row_local``
     None, or ``{"time_features": bool, "frequencies": {column: [[value, freq], ...]}}``: features of
     the row alone, added in the last stage.
+``bucket`` (optional)
+    None, or a column of time-bucket numbers that is part of the grouping key: rows of one entity
+    in different buckets are different groups (set by the hot-key split, see ``_hot_keys``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 from ..errors import SchemaError
 from ._kernels import Prefix, Windows, pair_counts, sort_order, window_distinct
 
-__all__ = ["NEW", "apply_stage", "drop_history_duplicates", "stage_columns", "time_ns"]
+__all__ = ["NEW", "apply_stage", "drop_history_duplicates", "stage_columns", "stage_lookback", "time_ns"]
 
 NEW = "__daskml_scale_new__"
 """Marker column: True for the rows to return, False for history rows (dropped at the end)."""
@@ -63,6 +66,29 @@ def stage_columns(stage: dict) -> list[tuple[str, str]]:
         for col in local["frequencies"]:
             cols.append((f"{col}_freq", "float64"))
     return cols
+
+
+def stage_lookback(stage: dict) -> int:
+    """The longest look-back of a stage's features in ns: no feature reads an older row."""
+    widths = [width for _, width, _ in stage["windows"]]
+    if stage["profile"] is not None:
+        widths.append(stage["profile"][1])
+    if stage["since_prev"] is not None:
+        widths.append(stage["since_prev"])
+    return max(widths, default=1)
+
+
+def _group_codes(pdf: pd.DataFrame, stage: dict) -> tuple[np.ndarray, int]:
+    """Dense codes of the grouping key: the entity, with the time bucket when there is one."""
+    codes, n = _codes(pdf[stage["entity"]])
+    bucket = stage.get("bucket")
+    if bucket is None:
+        return codes, n
+    b_codes, b_uniques = pd.factorize(pdf[bucket].to_numpy(), use_na_sentinel=False)
+    if len(b_uniques) < 2:
+        return codes, n
+    pair, uniques = pd.factorize(codes * np.int64(len(b_uniques)) + b_codes.astype(np.int64))
+    return pair.astype(np.int64), len(uniques)
 
 
 def time_ns(s: pd.Series, column: str) -> np.ndarray:
@@ -123,7 +149,7 @@ def drop_history_duplicates(pdf: pd.DataFrame, transaction_id: str) -> pd.DataFr
 def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
     n = len(pdf)
     ts = stage["timestamp"]
-    g_codes, n_groups = _codes(pdf[stage["entity"]])
+    g_codes, n_groups = _group_codes(pdf, stage)
     t = time_ns(pdf[ts], ts)
     order = sort_order(g_codes, t, _tiebreak(pdf[stage["transaction_id"]]), n_groups)
     g = g_codes[order]

@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .. import schema as S
 from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
+from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
 from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
@@ -151,6 +152,18 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         Partitions after each shuffle (default: those of the input, history included).
     shuffle_method : {None, "p2p", "tasks", "disk"}
         Dask's shuffle method (None: Dask's default, p2p on a distributed cluster).
+    hot_key_rows : int, "auto" or None
+        Split an entity (of any shuffle: merchant, card, ...) with more rows than this in the ``fit``
+        data, so that no task holds all of its rows (default ``"auto"``: the rows of an average
+        partition after the shuffle, ``rows / npartitions``; None: never split). A hot entity's rows
+        are cut into time buckets ``bucket_ns`` wide (at least the stage's look-back ``L``, about
+        ``hot_key_rows`` of its rows each); each bucket also gets the entity's rows of the ``L``
+        before it as context (read, not returned), so the values are bit-identical to the unsplit
+        ones. Cost: ``fit`` computes one distributed count per entity column, in the same pass as
+        the frequency tables; ``transform`` shuffles a second copy of at most ``L / bucket_ns`` of
+        the hot entities' rows. Memory per task: a bucket holds the entity's rows of a span
+        ``bucket_ns + L`` instead of its whole history (at a steady rate, about
+        ``hot_key_rows * (1 + L / bucket_ns)``, or the rows of ``2 L`` when ``bucket_ns = L``). See ``docs/features.md`` (Hot keys).
 
     Attributes
     ----------
@@ -161,6 +174,9 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
     input_columns_ : list of str
         The columns the features read. Selecting them before ``transform`` (keeping what you need
         besides) makes the shuffles carry less: ``tf.transform(ddf[tf.input_columns_])``.
+    hot_keys_ : dict
+        Entity column -> list of ``[value, bucket_ns]``: the entities split by ``transform`` and
+        their bucket width in ns (empty when none is hot or ``hot_key_rows=None``).
     required_history_ : pandas.Timedelta
         How much history before the first new transaction ``transform(..., history=)`` needs for
         exact values: the longest look-back of any feature (windows of every entity,
@@ -206,6 +222,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         transaction_id: str = S.TRANSACTION_ID,
         npartitions: int | None = None,
         shuffle_method: str | None = None,
+        hot_key_rows: int | str | None = "auto",
     ):
         self.entity = entity
         self.windows = windows
@@ -221,6 +238,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         self.transaction_id = transaction_id
         self.npartitions = npartitions
         self.shuffle_method = shuffle_method
+        self.hot_key_rows = hot_key_rows
 
     # ------------------------------------------------------------------------------ parameters
     def _stages(self, frequencies: dict | None = None) -> list[dict]:
@@ -258,6 +276,16 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             raise ParameterError(
                 f"The 'shuffle_method' parameter of {owner} must be one of "
                 f"{{None, 'p2p', 'tasks', 'disk'}}. Got {self.shuffle_method!r} instead."
+            )
+        hot = self.hot_key_rows
+        if not (
+            hot is None
+            or (isinstance(hot, str) and hot == "auto")
+            or (isinstance(hot, int | np.integer) and not isinstance(hot, bool) and hot >= 1)
+        ):
+            raise ParameterError(
+                f"The 'hot_key_rows' parameter of {owner} must be an int >= 1, 'auto' or None. "
+                f"Got {hot!r} instead."
             )
         windows = DEFAULT_WINDOWS if self.windows is None else self.windows
         main_windows = _parse_windows(windows, "windows", owner, self.counterparty is not None)
@@ -370,13 +398,13 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             Transactions (canonical columns).
         y : ignored
         client : distributed.Client, optional
-            Client to compute on (only for the frequency tables; nothing else is computed).
+            Client to compute on (the frequency tables and the hot-key counts, in one pass).
 
         Returns
         -------
         self
         """
-        self._stages()
+        stages = self._stages()
         if self.categoricals is None:
             cats = [c for c in _AUTO_CATEGORICALS if c in ddf.columns]
         else:
@@ -388,9 +416,13 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             cats = list(self.categoricals)
         self._check_frame(ddf, "input", extra=cats)
         frequencies = {}
+        counts = [ddf[c].value_counts(dropna=False, split_out=1) for c in cats]
+        nparts = self.npartitions or ddf.npartitions
+        hot_lazy, limit = hot_key_queries(ddf, stages, self.hot_key_rows, self.timestamp, nparts)
+        # one pass: the category counts (small) and the entities over the hot-key limit (few)
+        queries = counts + hot_lazy + ([limit] if hot_lazy else [])
+        results = compute(*queries, client=client) if queries else []
         if cats:
-            counts = [ddf[c].value_counts(dropna=False, split_out=1) for c in cats]
-            results = compute(*counts, client=client)  # small: one row per category, checked below
             for col, vc in zip(cats, results):
                 if len(vc) > self.max_categories:
                     raise ParameterError(
@@ -403,6 +435,9 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 frequencies[col] = sorted(pairs, key=lambda p: (-p[1], str(p[0])))
         self.categoricals_ = cats
         self.frequencies_ = frequencies
+        self.hot_keys_ = {}
+        if hot_lazy:
+            self.hot_keys_ = hot_keys_from(stages, results[len(counts) : -1], results[-1], _plain)
         self._finish_fit()
         return self
 
@@ -463,7 +498,12 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         if history is not None:
             frame = self._with_history(ddf, history)
         nparts = self.npartitions or frame.npartitions
+        hot_keys = getattr(self, "hot_keys_", {})
         for stage in stages:
+            hot = hot_keys.get(stage["entity"])
+            if hot:  # hot entities split into overlapping time buckets (same values)
+                frame = split_shuffle(frame, stage, hot, nparts, self.shuffle_method)
+                continue
             frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
         if history is not None:
@@ -520,6 +560,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "categoricals_": list(self.categoricals_),
                 "frequencies_": _jsonable([[c, self.frequencies_[c]] for c in self.categoricals_]),
                 "feature_names_out_": list(self.feature_names_out_),
+                "hot_keys_": _jsonable([[c, v] for c, v in getattr(self, "hot_keys_", {}).items()]),
             },
         }
 
@@ -547,6 +588,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         fitted = d["fitted"]
         obj.categoricals_ = list(fitted["categoricals_"])
         obj.frequencies_ = {col: [list(p) for p in pairs] for col, pairs in fitted["frequencies_"]}
+        # specs saved before hot keys existed: nothing split
+        obj.hot_keys_ = {col: [list(p) for p in pairs] for col, pairs in fitted.get("hot_keys_", [])}
         obj._finish_fit()
         if obj.feature_names_out_ != list(fitted["feature_names_out_"]):
             raise ParameterError(
