@@ -10,11 +10,15 @@ A row ``x`` (``k`` floats) is stored as codes ``q`` and one float32 scale ``s`` 
 ``fp16``
     ``q = float16(x)`` and no scale: relative error <= 2**-11 in float16's normal range.
 
-Scores are computed on the codes: the dot product of two rows of integer codes is an exact integer,
-formed by float32 GEMM on the codes of one tile of items (exact while ``|sum| < 2**24``, i.e. for
-``k * 127**2 < 2**24``: ``k <= 1040`` for int8), then multiplied by the two row scales. The full
-dequantized float32 matrix is never formed: memory per call is bounded by the tile (``tile_rows``
-item rows as float32) and the output.
+Scores are computed on the codes, one tile of items at a time: the tile's codes are cast to float32
+and multiplied in place by their row scales (once per call, i.e. per block of users), the users'
+codes are multiplied with it by float32 GEMM (float32 rounding, as the float model), and each user's
+scale, positive, is applied to its ``n`` winners only. The full dequantized float32 matrix is never
+formed: memory per call is bounded by the tile (``tile_rows`` item rows as float32, <= 16 MiB) and
+the output. (A first version divided every score by the item scale inside the top-k kernel, and
+merged candidates with a lexsort even for one tile: 0.82-0.91x of float32 users/s.) The integer
+code products stay exact in float32 while ``|sum| < 2**24`` (``k * 127**2 < 2**24``: ``k <= 1040``
+for int8), the bound ``quantize`` checks.
 """
 
 from __future__ import annotations
@@ -127,6 +131,17 @@ class QuantizedFactors:
             return np.ones(len(self.codes[lo:hi]), dtype=np.float32)
         return self.scales[lo:hi]
 
+    def scaled_tile(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` as float32 ``scale * code``, built in place in the float32 code tile.
+
+        The scorer's item side, one tile (<= 16 MiB) at a time: the same memory as the codes cast
+        to float32, and the GEMM then needs no per-score division by the item scales.
+        """
+        tile = np.ascontiguousarray(self.code_tile(lo, hi), dtype=np.float32)
+        if self.scales is not None:
+            tile *= self.scales[lo:hi, None]
+        return tile
+
     def dequantize(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """Rows ``lo:hi`` as float32 ``scale * code`` (the values the codes stand for)."""
         return self.code_tile(lo, hi) * self.row_scales(lo, hi)[:, None]
@@ -168,15 +183,17 @@ class QuantizedFactors:
         z = np.zeros(0, dtype=np.int64)
         if k == 0 or m == 0:
             return z, z, np.zeros(0), z
-        q_scales = queries.row_scales() if quantized else None
+        q_scales = queries.row_scales().astype(np.float64) if quantized else None
         tiles = self._tiles(tile_rows)
         topk = _implicit_topk()
-        # outer loop on item tiles: each tile is converted once per call, whatever the query count
-        cand_ids = np.empty((m, k * len(tiles)), dtype=np.int64)
-        cand_sc = np.empty((m, k * len(tiles)), dtype=np.float64)
+        one, parts = len(tiles) == 1, []
+        if not one:
+            cand_ids = np.empty((m, k * len(tiles)), dtype=np.int64)
+            cand_sc = np.empty((m, k * len(tiles)), dtype=np.float64)
+        # outer loop on item tiles: each tile is scaled to float32 once per call (one task's users),
+        # whatever the query count; the query side stays as codes, its scales applied to the k winners
         for t, (lo, hi) in enumerate(tiles):
-            items = np.ascontiguousarray(self.code_tile(lo, hi))
-            inv = (1.0 / self.row_scales(lo, hi)).astype(np.float32)  # score = dot / (1 / s_item)
+            items = self.scaled_tile(lo, hi)
             kt = min(k, hi - lo)
             whole = lo == 0 and hi == len(self)
             seen_t = None if seen is None else (seen if whole else seen[:, lo:hi].tocsr())
@@ -184,14 +201,19 @@ class QuantizedFactors:
                 b = min(a + _BATCH_ROWS, m)
                 qv = queries.code_tile(a, b) if quantized else np.asarray(queries[a:b], dtype=np.float32)
                 sv = None if seen_t is None else seen_t[a:b]
-                ids, sc = _tile_top(topk, items, inv, np.ascontiguousarray(qv), kt, sv)
+                ids, sc = _tile_top(topk, items, np.ascontiguousarray(qv), kt, sv)
                 if quantized:
-                    sc = sc * q_scales[a:b, None].astype(np.float64)
+                    sc *= q_scales[a:b, None]  # > 0: the order within a row is unchanged
+                if one:  # already the per-row top k, best first: no merge
+                    parts.append((a, ids, sc))
+                    continue
                 cand_ids[a:b, t * k : t * k + kt] = ids + lo
                 cand_sc[a:b, t * k : t * k + kt] = sc
                 if kt < k:
                     cand_ids[a:b, t * k + kt : (t + 1) * k] = 0
                     cand_sc[a:b, t * k + kt : (t + 1) * k] = -np.inf
+        if one:
+            return _flatten(parts, k)
         return _merge(cand_ids, cand_sc, k)
 
 
@@ -203,14 +225,15 @@ def _implicit_topk():
     return topk
 
 
-def _tile_top(topk, items, inv_scales, queries, k, seen):
-    """Top ``k`` of one item tile for float32 query codes: ``(ids, scores)``, -inf where filtered."""
+def _tile_top(topk, items, queries, k, seen):
+    """Top ``k`` of one float32 item tile for float32 queries: ``(ids, scores)`` sorted best first
+    (ties by id), -inf where filtered."""
     if topk is not None:
-        ids, sc = topk(items, queries, k, item_norms=inv_scales, filter_query_items=seen, num_threads=1)
+        ids, sc = topk(items, queries, k, filter_query_items=seen, num_threads=1)
         sc = sc.astype(np.float64)
         sc[sc <= np.finfo(np.float32).min] = -np.inf  # implicit marks filtered slots with -FLT_MAX
         return ids.astype(np.int64), sc
-    scores = (queries @ items.T) / inv_scales[None, :]
+    scores = queries @ items.T
     if seen is not None and seen.nnz:
         scores[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), seen.indices] = -np.inf
     n_cols = scores.shape[1]
@@ -218,7 +241,21 @@ def _tile_top(topk, items, inv_scales, queries, k, seen):
         idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:
         idx = np.tile(np.arange(n_cols), (len(scores), 1))
-    return idx.astype(np.int64), np.take_along_axis(scores, idx, axis=1).astype(np.float64)
+    top = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((idx, -top), axis=1)
+    idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+    return idx.astype(np.int64), top.astype(np.float64)
+
+
+def _flatten(parts, k):
+    """``(rows, cols, score, rank)`` of per-batch sorted top-k blocks, filtered slots dropped."""
+    ids = np.concatenate([p[1] for p in parts])
+    sc = np.concatenate([p[2] for p in parts])
+    m = len(ids)
+    rows = np.repeat(np.arange(m), k)
+    ranks = np.tile(np.arange(1, k + 1), m)
+    keep = np.isfinite(sc.ravel())
+    return rows[keep], ids.ravel()[keep], sc.ravel()[keep], ranks[keep]
 
 
 def _merge(cand_ids, cand_sc, k):

@@ -7,11 +7,24 @@
     then every leaf value is refit on the training rows with xgboost's refresher
     (``updater='refresh'``, ``refresh_leaf=True``), distributed with ``xgboost.dask``.
 ``distill``
-    A student trained on the teacher's scores over the training rows: a shallow booster
-    (``binary:logistic`` with the teacher's probabilities as soft labels, ``xgboost.dask``), or the
-    linear :class:`~daskml_scale.fraud.SGDFraudClassifier` whose weights are the least-squares fit
-    of the teacher's margins on the standardized model matrix (per-partition sums ``X^T X``,
-    ``X^T m`` added in a tree, one small solve).
+    A student trained on the teacher's scores over the training rows: a shallow booster that
+    regresses the teacher's margins (log-odds) with squared error, ``xgboost.dask``, the margins
+    floored at their ``clip_quantile`` quantile (rows far below the alert region all look alike to
+    the student, so its few trees are spent on ranking the rows that matter for PR-AUC); its
+    objective is then set to ``binary:logistic`` (base score carried over) so that it outputs
+    ``sigmoid(margin)`` as the teacher does. Or the linear
+    :class:`~daskml_scale.fraud.SGDFraudClassifier` whose weights are the least-squares fit of the
+    teacher's margins on the standardized model matrix (per-partition sums ``X^T X``, ``X^T m``
+    added in a tree, one small solve).
+
+Soft labels (``binary:logistic`` on the teacher's probabilities), the first version, lost 0.13 of
+PR-AUC at 300k rows with 15 trees of depth 4 (0.94 -> 0.81 in memory and on Dask alike): log-loss on
+probabilities barely weighs the ordering of the rare high scores. The margin regression, same size,
+lost 0.01 or less.
+
+The evaluation rows are featurized with the training data as their history (as ``score`` does with
+``history=``): without it their behaviour features (24h/7d/30d windows, time since the card's
+previous transaction) start empty on the first day of the evaluation part.
 
 The compressed model is the teacher's class (or ``SGDFraudClassifier``) with the teacher's fitted
 features, categories, model columns and threshold: ``score``, ``save``/``load_model`` and the CLI
@@ -58,8 +71,8 @@ def _margin(pdf, booster, numeric, categories):
     return booster.inplace_predict(X, predict_type="margin", validate_features=False).astype("float64")
 
 
-def _soft_labels(pdf, booster, numeric, categories):
-    return pd.Series(expit(_margin(pdf, booster, numeric, categories)), index=pdf.index, name="soft")
+def _margins(pdf, booster, numeric, categories):
+    return pd.Series(_margin(pdf, booster, numeric, categories), index=pdf.index, name="margin")
 
 
 def _scaled_matrix(pdf, numeric, categories, mean, scale):
@@ -170,24 +183,50 @@ def prune_xgboost(model, train, *, gamma=None, client=None):
     return out
 
 
-def distill_xgboost(model, train, *, n_estimators=40, max_depth=4, learning_rate=0.3, client=None):
-    """A shallow booster trained on the teacher's probabilities (soft labels) over ``train``."""
+def _as_logistic(booster):
+    """``booster`` (trained with ``reg:squarederror`` on margins) outputting ``sigmoid(margin)``.
+
+    xgboost stores the base score in the objective's output space: for the logistic objective it is
+    the probability whose logit starts every margin, so the regression's base margin ``b`` becomes
+    ``sigmoid(b)`` (margins unchanged, to the bit: tested).
+    """
+    import json
+
+    cfg = json.loads(booster.save_config())
+    base = float(cfg["learner"]["learner_model_param"]["base_score"].strip("[]"))
+    out = booster.copy()
+    out.set_param(
+        {"objective": "binary:logistic", "base_score": float(expit(base)), "eval_metric": "logloss"}
+    )
+    return out
+
+
+def distill_xgboost(model, train, *, n_estimators=10, max_depth=4, learning_rate=0.3, clip_quantile=0.9,
+                    client=None):  # fmt: skip
+    """A shallow booster regressing the teacher's margins over ``train`` (floored at a quantile)."""
     teacher = model._scoring_booster()
-    meta = pd.Series(np.empty(0, dtype="float64"), name="soft")
-    soft = train.map_partitions(_soft_labels, teacher, model.numeric_columns_, model.categories_, meta=meta)
-    dtrain = _xgb_matrix(model, train, soft, client)
+    meta = pd.Series(np.empty(0, dtype="float64"), name="margin")
+    margin = train.map_partitions(_margins, teacher, model.numeric_columns_, model.categories_, meta=meta)
+    if clip_quantile > 0:
+        (margin,) = persist(margin, client=client)  # one float per row, read twice
+        (floor,) = compute_small(margin.quantile(clip_quantile), client=client)  # small: a float
+        margin = margin.clip(lower=float(floor))
+    dtrain = _xgb_matrix(model, train, margin, client)
     params = {
         **model._params(),
+        "objective": "reg:squarederror",
         "max_depth": int(max_depth),
         "eta": float(learning_rate),
-        "scale_pos_weight": 1.0,  # the soft labels already carry the teacher's weighting
-        "eval_metric": "logloss",
+        "scale_pos_weight": 1.0,  # the margins already carry the teacher's weighting
+        "eval_metric": "rmse",
     }
-    booster = _train(client, params, dtrain, int(n_estimators))
-    return _student_of(
+    booster = _as_logistic(_train(client, params, dtrain, int(n_estimators)))
+    out = _student_of(
         model, booster, n_estimators=int(n_estimators), max_depth=int(max_depth),
         learning_rate=float(learning_rate), early_stopping_rounds=None,
     )  # fmt: skip
+    out.distill_clip_quantile_ = float(clip_quantile)
+    return out
 
 
 def distill_linear(model, train, *, client=None):
@@ -231,7 +270,8 @@ def _parts(model, data, eval_data, client):
     featurized = model._featurize(to_dask(data))[keep]
     if eval_data is not None:
         check_transactions(eval_data, "compress", label=True)
-        train, evalp = featurized, model._featurize(to_dask(eval_data))[keep]
+        # the evaluation rows see the training rows as their history, as score(..., history=) does
+        train, evalp = featurized, model._featurize(to_dask(eval_data), history=to_dask(data))[keep]
     elif model.valid_from_ is not None:
         cut = pd.Timestamp(model.valid_from_)
         train, evalp = featurized[featurized[S.TIMESTAMP] < cut], featurized[featurized[S.TIMESTAMP] >= cut]
@@ -257,7 +297,7 @@ def _predict_rate(model, sample):
 
 
 def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max_depth, learning_rate,
-                   gamma, timing_rows, repeats, report, client):  # fmt: skip
+                   clip_quantile, gamma, timing_rows, repeats, report, client):  # fmt: skip
     """See :func:`daskml_scale.compression.compress`."""
     from ._api import _timings, artifact_bytes
 
@@ -291,7 +331,8 @@ def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max
             out = distill_linear(model, train, client=client)
         else:
             out = distill_xgboost(model, train, n_estimators=n_estimators, max_depth=max_depth,
-                                  learning_rate=learning_rate, client=client)  # fmt: skip
+                                  learning_rate=learning_rate, clip_quantile=clip_quantile,
+                                  client=client)  # fmt: skip
         seconds = time.perf_counter() - t0
         if not report:
             return out
@@ -324,5 +365,7 @@ def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max
     rep["speed_ratio"] = rates[1] / rates[0]
     if method == "prune":
         rep["gamma"] = out.prune_gamma_
+    elif student == "xgboost":
+        rep["clip_quantile"] = out.distill_clip_quantile_
     out.compression_report_ = rep
     return out
