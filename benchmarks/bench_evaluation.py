@@ -9,10 +9,19 @@ Part 2 (out of core): scores written as parquet under ``--data-dir`` (created on
 evaluated from disk: wall time and peak RSS per worker (sampled every 0.2 s), for the default tree
 reduction and for ``score_ranges=R`` (which bounds the memory of continuous scores).
 
+Part 3 (``--mode safe-defaults``): the defaults at a size that used to kill workers: N continuous
+(all distinct) scores from parquet (default 30M) on workers of ``--memory-limit`` (default 1GiB),
+with NO option: ``classification_metrics(ddf)`` and ``Report.classification(ddf)``. scikit-learn's
+``roc_auc_score`` + ``average_precision_score`` run on the same parquet in a separate process (so
+its memory does not count against the workers); the table gives both results, their difference,
+times, the plan (score ranges, passes, the most distinct scores one task held) and the peak RSS of
+each worker.
+
 Examples
 --------
     python benchmarks/bench_evaluation.py                       # 10M in memory; 10M and 30M on disk
     python benchmarks/bench_evaluation.py --disk-sizes 100000000 300000000 --memory-limit 8GiB
+    python benchmarks/bench_evaluation.py --mode safe-defaults   # 30M distinct, 2 workers x 1 GiB
 """
 
 from __future__ import annotations
@@ -140,18 +149,25 @@ def ensure_parquet(client, n: int, decimals, seed: int, root: Path) -> Path:
     return path
 
 
-def from_disk(client, path: Path, n: int, kind: str, score_ranges, passes: int = 1) -> dict:
+def from_disk(client, path: Path, n: int, kind: str, score_ranges, passes=1) -> dict:
     import dask.dataframe as dd
 
     from daskml_scale.evaluation import classification_metrics
 
     ddf = dd.read_parquet(str(path))
-    n_ranges = 1
-    if score_ranges is not None:  # how many ranges "auto" picks (outside the timing)
-        from daskml_scale.evaluation._classification import _boundaries, _Source
+    from daskml_scale.evaluation._classification import _Source
+    from daskml_scale.evaluation._ranges import Spec, make_plan
 
-        b = _boundaries(_Source.from_frame(ddf, "is_fraud", "score"), score_ranges, client)
-        n_ranges = 1 if b is None else len(b) + 1
+    # how many ranges the run uses (outside the timing)
+    plan = make_plan(
+        _Source.from_frame(ddf, "is_fraud", "score"),
+        score_ranges,
+        passes,
+        compute=True,
+        client=client,
+        spec=Spec(),
+    )
+    n_ranges = plan.n_ranges
     with PeakRSS(client) as mem:
         t0 = time.perf_counter()
         m = classification_metrics(ddf, score_ranges=score_ranges, passes=passes, client=client)
@@ -162,7 +178,7 @@ def from_disk(client, path: Path, n: int, kind: str, score_ranges, passes: int =
         "scores": kind,
         "score_ranges": score_ranges,
         "n_ranges": n_ranges,
-        "passes": passes,
+        "passes": plan.passes,
         "partitions": ddf.npartitions,
         "wall_s": wall,
         "rows_per_s": n / wall,
@@ -171,6 +187,81 @@ def from_disk(client, path: Path, n: int, kind: str, score_ranges, passes: int =
         "roc_auc": m["roc_auc"],
         "pr_auc": m["pr_auc"],
     }
+
+
+_SKLEARN_CHILD = """
+import json, resource, sys, time
+import pandas as pd
+from sklearn import metrics as skm
+t0 = time.perf_counter()
+df = pd.read_parquet(sys.argv[1], columns=["is_fraud", "score"])
+t1 = time.perf_counter()
+auc = skm.roc_auc_score(df["is_fraud"].to_numpy(), df["score"].to_numpy())
+ap = skm.average_precision_score(df["is_fraud"].to_numpy(), df["score"].to_numpy())
+t2 = time.perf_counter()
+print(json.dumps({"roc_auc": auc, "pr_auc": ap, "read_s": t1 - t0, "metrics_s": t2 - t1,
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def sklearn_in_child(path: Path) -> dict:
+    """scikit-learn's ROC-AUC + AP on the parquet, in a separate process (its own memory)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SKLEARN_CHILD, str(path)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def safe_defaults(client, path: Path, n: int) -> list[dict]:
+    """The defaults, no option, on continuous scores from disk: metrics, then a full report."""
+    import dask.dataframe as dd
+
+    from daskml_scale.evaluation import Report, classification_metrics
+
+    ddf = dd.read_parquet(str(path))
+    rows = []
+    for what in ("classification_metrics", "Report.classification"):
+        client.run(__import__("gc").collect)
+        with PeakRSS(client) as mem:
+            t0 = time.perf_counter()
+            if what == "classification_metrics":
+                m = classification_metrics(ddf, client=client)
+                info = {}
+            else:
+                r = Report.classification(ddf, client=client)
+                m = r.metrics
+                info = {
+                    "score_ranges": m["score_ranges"],
+                    "passes": m["passes"],
+                    "max_range_scores": m["max_range_scores"],
+                    "distinct_scores": m["distinct_scores"],
+                    "roc_points": len(r.tables["roc"]),
+                }
+            wall = time.perf_counter() - t0
+        rows.append(
+            {
+                "part": "safe_defaults",
+                "what": what,
+                "rows": n,
+                "scores": "continuous",
+                "wall_s": wall,
+                "peak_rss_per_worker_gib": sorted(round(v / 2**30, 3) for v in mem.peak.values()),
+                "baseline_rss_per_worker_gib": sorted(round(v / 2**30, 3) for v in mem.baseline.values()),
+                "roc_auc": m["roc_auc"],
+                "pr_auc": m["pr_auc"],
+                **info,
+            }
+        )
+        print("  ", rows[-1], file=sys.stderr)
+    print("scikit-learn in a separate process ...", file=sys.stderr)
+    sk = sklearn_in_child(path)
+    for r in rows:
+        r["sklearn"] = sk
+        r["abs_diff_roc_auc"] = abs(r["roc_auc"] - sk["roc_auc"])
+        r["abs_diff_pr_auc"] = abs(r["pr_auc"] - sk["pr_auc"])
+    return rows
 
 
 def main(argv=None) -> int:
@@ -191,10 +282,19 @@ def main(argv=None) -> int:
     add_data_dir_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-memory", action="store_true", help="skip the in-memory sklearn comparison")
+    p.add_argument(
+        "--mode",
+        choices=("compare", "safe-defaults"),
+        default="compare",
+        help="compare (parts 1-2, the default) or safe-defaults (part 3: defaults on small workers)",
+    )
+    p.add_argument("--safe-rows", type=int, default=30_000_000, help="rows for --mode safe-defaults")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "evaluation.json"))
     args = p.parse_args(argv)
     if args.score_ranges.isdigit():
         args.score_ranges = int(args.score_ranges)
+    if args.mode == "safe-defaults":
+        return main_safe(args)
 
     from distributed import Client, LocalCluster
 
@@ -212,7 +312,7 @@ def main(argv=None) -> int:
         Client(cluster) as client,
     ):
         if not args.skip_memory:
-            for decimals, r in ((4, None), (None, None), (None, args.score_ranges)):
+            for decimals, r in ((4, 1), (None, 1), (None, args.score_ranges)):
                 print(
                     f"in memory: {args.rows:,} rows, decimals={decimals}, score_ranges={r}", file=sys.stderr
                 )
@@ -222,7 +322,8 @@ def main(argv=None) -> int:
             for decimals in (4, None):
                 kind = "tied (4 decimals)" if decimals is not None else "continuous"
                 path = ensure_parquet(client, n, decimals, args.seed, Path(args.data_dir))
-                runs = [(None, 1), (args.score_ranges, 1)]
+                # 1 = one range (the old default); then the defaults ("auto" ranges and passes)
+                runs = [(1, 1), (args.score_ranges, None)]
                 if decimals is None and n > 30_000_000:
                     # one range holds every distinct score in one task: 100M continuous scores need more
                     # than a worker's memory (measured: 4 workers killed at 6 GiB), which is what
@@ -262,6 +363,60 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count()},
         "workers": args.workers,
         "memory_limit": args.memory_limit,
+        "results": rows,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {out}", file=sys.stderr)
+    return 0
+
+
+def main_safe(args) -> int:
+    from distributed import Client, LocalCluster
+
+    limit = args.memory_limit if args.memory_limit != "6GiB" else "1GiB"
+    os.makedirs(args.data_dir, exist_ok=True)
+    quiet_cluster_logs()
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            memory_limit=limit,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        path = ensure_parquet(client, args.safe_rows, None, args.seed, Path(args.data_dir))
+        print(f"safe defaults: {args.safe_rows:,} continuous scores, workers of {limit}", file=sys.stderr)
+        rows = safe_defaults(client, path, args.safe_rows)
+    sk = rows[0]["sklearn"]
+    print(f"\nworkers: {args.workers} x 1 thread, memory_limit={limit}; {args.safe_rows:,} distinct scores")
+    print(
+        "| what | seconds | ranges | passes | max scores/task | ROC-AUC | PR-AUC | |diff| vs sklearn (ROC, PR) | peak RSS/worker (GiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['what']} | {r['wall_s']:.1f} | {r.get('score_ranges', '-')} | {r.get('passes', '-')} | "
+            f"{r.get('max_range_scores', '-')} | {r['roc_auc']:.12f} | {r['pr_auc']:.12f} | "
+            f"{r['abs_diff_roc_auc']:.1e}, {r['abs_diff_pr_auc']:.1e} | {r['peak_rss_per_worker_gib']} |"
+        )
+    print(
+        f"| scikit-learn (separate process) | {sk['metrics_s']:.1f} (+{sk['read_s']:.1f} read) | - | - | - | "
+        f"{sk['roc_auc']:.12f} | {sk['pr_auc']:.12f} | - | {sk['peak_rss_gib']:.2f} (one process) |"
+    )
+    out = (
+        Path(args.out).with_name("evaluation_safe_defaults.json")
+        if args.out.endswith("evaluation.json")
+        else Path(args.out)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "evaluation_safe_defaults",
+        "when": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count()},
+        "workers": args.workers,
+        "memory_limit": limit,
         "results": rows,
     }
     out.write_text(json.dumps(payload, indent=2) + "\n")

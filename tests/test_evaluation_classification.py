@@ -106,17 +106,22 @@ def test_classification_metrics_one_pass_equal_sklearn(score_ranges):
     assert m["alerts"] == int(pred.sum())
 
 
-def test_score_ranges_auto(monkeypatch):
-    from daskml_scale.evaluation import _classification
+def test_score_ranges_auto():
+    from daskml_scale.evaluation import _classification, _ranges
 
     df = _data(n=8000, decimals=None, weights=True)
     ddf = _partitioned(df, 8)
     src = _classification._Source.from_frame(ddf, "is_fraud", "score", "w")
-    monkeypatch.setattr(_classification, "RANGE_TARGET", 1000)
-    assert len(_classification._boundaries(src, "auto", None)) >= 5  # continuous: ~8 ranges
-    tied = _classification._Source.from_frame(_partitioned(_data(n=8000, decimals=1), 8), "is_fraud", "score")
-    assert _classification._boundaries(tied, "auto", None) is None  # 11 distinct scores: one range
-    m = classification_metrics(ddf, weight="w", score_ranges="auto")
+    with dask.config.set({"daskml_scale.evaluation.max_scores_per_task": 1000}):
+        plan = _ranges.make_plan(src, "auto", None, compute=True, client=None, spec=_ranges.Spec())
+        assert plan.distinct_estimate == len(np.unique(df["score"]))  # below the sketch size: exact
+        assert plan.n_ranges >= 8  # continuous: 1.5 x 8000 / 1000 = 12 ranges
+        tied = _classification._Source.from_frame(
+            _partitioned(_data(n=8000, decimals=1), 8), "is_fraud", "score"
+        )
+        one = _ranges.make_plan(tied, "auto", None, compute=True, client=None, spec=_ranges.Spec())
+        assert one.n_ranges == 1 and one.passes == 1  # 11 distinct scores: one range
+        m = classification_metrics(ddf, weight="w")  # the default is "auto"
     y, s, w = df["is_fraud"], df["score"], df["w"]
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w), abs=TOL)
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, s, sample_weight=w), abs=TOL)
@@ -140,8 +145,11 @@ def test_multi_pass_equals_single_pass(passes):
     assert got == pytest.approx(skm.average_precision_score(y, s), abs=TOL)
     got = roc_auc_score(ddf["is_fraud"], ddf["score"], score_ranges=[0.1, 0.2, 0.5], passes=passes)
     assert got == pytest.approx(skm.roc_auc_score(y, s), abs=TOL)
-    with pytest.raises(ParameterError, match="give score_ranges too"):
-        classification_metrics(ddf, passes=2)
+    with pytest.raises(ParameterError, match="give score_ranges > 1 or 'auto'"):
+        classification_metrics(ddf, score_ranges=1, passes=2)
+    auto = classification_metrics(ddf, weight="w", amount="amount", threshold=0.2, passes=passes)
+    for key, v in one.items():  # passes alone: the default score_ranges="auto" gives >= passes ranges
+        assert auto[key] == pytest.approx(v, rel=1e-9, abs=TOL), key
     with pytest.raises(ParameterError, match="needs compute=True"):
         roc_auc_score(ddf["is_fraud"], ddf["score"], score_ranges=3, passes=2, compute=False)
     with pytest.raises(ParameterError, match="positive integer"):
@@ -490,7 +498,7 @@ def test_distributed_refusals_arrive_from_the_workers(client, spread):
             pytest.raises(SchemaError, match=r"1 non-finite value\(s\) \(0 NaN, 1 infinite\)"),
         ):
             roc_auc_score(ddf["is_fraud"], ddf["score"], client=client, **kw)
-        ts.assert_spread(prefix="hist_from_arrays")
+        ts.assert_spread(prefix="sketch_")  # refused by the sizing pass, on the workers
     zero = _partitioned(_data(n=400, decimals=2, seed=2).assign(w=0.0), 6)
     with pytest.raises(SchemaError, match="sample_weight is 0 on all 400 rows") as err:
         classification_metrics(zero, weight="w", score_ranges=2, passes=2, client=client)

@@ -1,8 +1,11 @@
 """Exact out-of-core classification metrics: ROC-AUC, average precision, log loss, Brier, F1.
 
 Inputs are Dask Series/arrays partitioned alike, a Dask DataFrame with named columns, or in-memory
-numpy/pandas. The data are reduced partition by partition to exact per-distinct-score histograms
-(see :mod:`._histogram`) merged in a tree reduction; no score is collected to the client.
+numpy/pandas. Dask Series taken from one frame are read together as one frame (the upstream graph
+is computed once per pass). The data are reduced partition by partition to exact
+per-distinct-score histograms (see :mod:`._histogram`), split into score ranges planned by a sizing
+pass (:mod:`._sketch`) and reduced range by range on the workers (:mod:`._ranges`); no score is
+collected to the client, only a few numbers per range.
 """
 
 from __future__ import annotations
@@ -15,19 +18,15 @@ from dask import delayed
 from ..errors import ParameterError, SchemaError
 from ._histogram import (
     ScoreHistogram,
-    _as_array,
     check_stats,
     check_threshold,
-    finalize_metrics,
     hist_from_arrays,
     hist_from_frame,
     merge_hists,
     merge_stats,
-    offsets_above,
-    partial_sums,
-    range_totals,
     warn_undefined,
 )
+from ._ranges import Spec, evaluate, tree
 
 __all__ = [
     "average_precision_score",
@@ -38,23 +37,9 @@ __all__ = [
     "score_histogram",
 ]
 
-SPLIT_EVERY = 8
-RANGE_TARGET = 2_000_000  # distinct scores per range with score_ranges="auto" (~100 MB merged)
-
 
 def _is_dask(x) -> bool:
     return dask.is_dask_collection(x)
-
-
-def _tree(items: list, func, split_every: int = SPLIT_EVERY):
-    """Tree reduction of delayed ``items`` with the n-ary ``func``."""
-    if not items:
-        return delayed(func)()
-    while len(items) > 1:
-        items = [
-            delayed(func, pure=True)(*items[i : i + split_every]) for i in range(0, len(items), split_every)
-        ]
-    return items[0]
 
 
 def _blocks(x, name: str) -> list:
@@ -75,6 +60,32 @@ def _blocks(x, name: str) -> list:
     raise SchemaError(f"{name} must be a dask Series or dask array; got {type(x).__name__}.")
 
 
+_COLS = ("y_true", "y_score", "sample_weight", "amount")
+
+
+def _one_frame(given: dict):
+    """Dask Series from the same frame (co-aligned), as ONE frame with columns named by argument.
+
+    Reading them as one frame computes the upstream graph once per pass; reading each Series'
+    partitions separately computes it once per Series. None when they are not co-aligned (e.g.
+    unrelated Series), where the partitions are zipped instead.
+    """
+    import dask.dataframe as dd
+
+    if not all(isinstance(v, dd.Series) for v in given.values()):
+        return None
+    try:
+        from dask.dataframe.dask_expr._expr import are_co_aligned
+    except ImportError:  # pragma: no cover - dask moved it: zip the partitions instead
+        return None
+    exprs = [v.expr for v in given.values()]
+    if not are_co_aligned(*exprs):
+        return None
+    names = list(given)
+    frame = given[names[0]].to_frame(names[0])
+    return frame.assign(**{k: given[k] for k in names[1:]}) if len(names) > 1 else frame
+
+
 class _Source:
     """The rows to evaluate: partitions of (label, score[, weight, amount]) as delayed or in memory."""
 
@@ -84,10 +95,14 @@ class _Source:
         self.has_weight = has_weight
         self.has_amount = has_amount
         self.make = make
+        self.frame = make is hist_from_frame
+
+    def args(self, i: int) -> tuple:
+        return self.parts[i]
 
     @classmethod
     def from_arrays(cls, y_true, y_score, sample_weight=None, amount=None) -> _Source:
-        arrays = {"y_true": y_true, "y_score": y_score, "sample_weight": sample_weight, "amount": amount}
+        arrays = dict(zip(_COLS, (y_true, y_score, sample_weight, amount)))
         given = {k: v for k, v in arrays.items() if v is not None}
         kinds = {k: _is_dask(v) for k, v in given.items()}
         if len(set(kinds.values())) > 1:
@@ -97,6 +112,7 @@ class _Source:
                 f"{sorted(k for k, d in kinds.items() if not d)}. Convert with dd.from_pandas or select the "
                 "columns from one Dask DataFrame."
             )
+        flags = dict(has_weight=sample_weight is not None, has_amount=amount is not None)
         if not any(kinds.values()):
             n = {
                 k: len(np.asarray(v).ravel()) if not isinstance(v, pd.Series) else len(v)
@@ -104,13 +120,7 @@ class _Source:
             }
             if len(set(n.values())) > 1:
                 raise SchemaError(f"Inputs have different lengths {n}: they must have one value per row.")
-            return cls(
-                [(y_true, y_score, sample_weight, amount)],
-                lazy=False,
-                has_weight=sample_weight is not None,
-                has_amount=amount is not None,
-                make=hist_from_arrays,
-            )
+            return cls([(y_true, y_score, sample_weight, amount)], lazy=False, make=hist_from_arrays, **flags)
         blocks = {k: _blocks(v, k) for k, v in given.items()}
         nparts = {k: len(b) for k, b in blocks.items()}
         if len(set(nparts.values())) > 1:
@@ -118,18 +128,14 @@ class _Source:
                 f"Inputs have different numbers of partitions {nparts}: they must be partitioned alike. "
                 "Select the columns from one DataFrame, or use classification_metrics(df, label=..., score=...)."
             )
+        frame = _one_frame(given)
+        if frame is not None:
+            names = [k if k in given else None for k in _COLS]
+            return cls([(p, *names) for p in frame.to_delayed()], lazy=True, make=hist_from_frame, **flags)
         m = next(iter(nparts.values()))
         get = {k: blocks.get(k, [None] * m) for k in arrays}
-        parts = [
-            (get["y_true"][i], get["y_score"][i], get["sample_weight"][i], get["amount"][i]) for i in range(m)
-        ]
-        return cls(
-            parts,
-            lazy=True,
-            has_weight=sample_weight is not None,
-            has_amount=amount is not None,
-            make=hist_from_arrays,
-        )
+        parts = [tuple(get[k][i] for k in _COLS) for i in range(m)]
+        return cls(parts, lazy=True, make=hist_from_arrays, **flags)
 
     @classmethod
     def from_frame(cls, df, label: str, score: str, weight=None, amount=None) -> _Source:
@@ -148,12 +154,8 @@ class _Source:
                     column=c,
                 )
         sub = df[list(dict.fromkeys(cols))]
-        if _is_dask(sub):
-            parts = [(p, label, score, weight, amount) for p in sub.to_delayed()]
-            lazy = True
-        else:
-            parts = [(sub, label, score, weight, amount)]
-            lazy = False
+        lazy = _is_dask(sub)
+        parts = [(p, label, score, weight, amount) for p in (sub.to_delayed() if lazy else [sub])]
         return cls(
             parts,
             lazy=lazy,
@@ -163,136 +165,22 @@ class _Source:
         )
 
     # --------------------------------------------------------------------------------------- graph
-    def _partition_hists(self, boundaries, window=None):
-        if self.lazy:
-            return [
-                delayed(self.make, pure=True, nout=2)(*p, boundaries=boundaries, window=window)
-                for p in self.parts
-            ]
-        return [self.make(*p, boundaries=boundaries, window=window) for p in self.parts]
+    def partition_hists(self, boundaries, window=None):
+        """Delayed (histograms by range, stats) of every partition."""
+        return [
+            delayed(self.make, pure=True, nout=2)(*p, boundaries=boundaries, window=window)
+            for p in self.parts
+        ]
 
     def histogram(self):
         """Lazy (or concrete, for in-memory input) merged :class:`ScoreHistogram`."""
-        ph = self._partition_hists(None)
         if not self.lazy:
-            (h,), st = ph[0]
+            (h,), st = self.make(*self.parts[0], boundaries=None)
             return delayed(_checked_histogram)(h, st, self.has_weight, self.has_amount)
-        h = _tree([p[0][0] for p in ph], merge_hists)
-        st = _tree([p[1] for p in ph], merge_stats)
+        ph = self.partition_hists(None)
+        h = tree([p[0][0] for p in ph], merge_hists)
+        st = tree([p[1] for p in ph], merge_stats)
         return delayed(_checked_histogram, pure=True)(h, st, self.has_weight, self.has_amount)
-
-    def metrics(self, threshold: float, boundaries):
-        """Lazy metrics dict, reduced range by range on the workers."""
-        ph = self._partition_hists(boundaries)
-        nranges = 1 if boundaries is None else len(boundaries) + 1
-        if self.lazy:
-            merged = [_tree([p[0][b] for p in ph], merge_hists) for b in range(nranges)]
-            st = _tree([p[1] for p in ph], merge_stats)
-            totals = [delayed(range_totals, pure=True)(h) for h in merged]
-            partials = [
-                delayed(partial_sums, pure=True)(h, delayed(offsets_above)(totals, b), threshold, st)
-                for b, h in enumerate(merged)
-            ]
-        else:
-            hs, st = ph[0]
-            totals = [range_totals(h) for h in hs]
-            partials = [partial_sums(h, offsets_above(totals, b), threshold, st) for b, h in enumerate(hs)]
-        return delayed(finalize_metrics, pure=True)(
-            st, *partials, threshold=threshold, has_weight=self.has_weight, has_amount=self.has_amount
-        )
-
-    def metrics_in_passes(self, threshold: float, boundaries, passes: int, client=None) -> dict:
-        """Metrics dict computed in ``passes`` sequential passes, each over a group of score ranges.
-
-        Groups go from the highest scores down, so each pass knows the exact totals of every range
-        above it (from the earlier passes): each pass reads the data again but holds only its
-        group's distinct scores, which bounds the memory per worker by distinct / passes.
-        """
-        from ..cluster import compute
-
-        nranges = len(boundaries) + 1
-        edges = np.concatenate([[-np.inf], boundaries, [np.inf]])
-        groups = [g for g in np.array_split(np.arange(nranges)[::-1], passes) if len(g)]
-        above = np.zeros(5)
-        partials, stats = [], None
-        for g in groups:
-            window = (edges[g.min()], edges[g.max() + 1])
-            ph = self._partition_hists(boundaries, window)
-            merged = {b: _tree([p[0][b] for p in ph], merge_hists) for b in g}  # g: high to low
-            st = _tree([p[1] for p in ph], merge_stats)
-            out, totals = [], []
-            for b in g:
-                tot = delayed(range_totals, pure=True)(merged[b])
-                off = delayed(_add_offsets)(above, *totals)
-                out.append(delayed(partial_sums, pure=True)(merged[b], off, threshold, st))
-                totals.append(tot)
-            res = compute(st, out, totals, client=client)  # small: a dozen sums per range
-            stats = res[0]
-            check_stats(stats, has_weight=self.has_weight, has_amount=self.has_amount)
-            partials.extend(res[1])
-            above = _add_offsets(above, *res[2])
-        return finalize_metrics(
-            stats, *partials, threshold=threshold, has_weight=self.has_weight, has_amount=self.has_amount
-        )
-
-    def sample_boundaries(self, n_ranges, client=None, per_partition: int = 2000) -> np.ndarray:
-        """Score-range boundaries at quantiles of a per-partition sample (a light extra pass).
-
-        ``n_ranges="auto"`` estimates the number of distinct scores from the sample (rows times the
-        share of distinct values in it, or "few" when the sample repeats itself) and uses one range
-        per ``RANGE_TARGET`` distinct scores. The estimate only sizes the ranges: results are exact
-        whatever it says.
-        """
-        from ..cluster import compute
-
-        sample = _Sampler(self.make is hist_from_frame, per_partition)
-        if self.lazy:
-            tasks = [delayed(sample)(*p) for p in self.parts]
-            samples = compute(*tasks, client=client)  # small: <= per_partition values per partition
-        else:
-            samples = [sample(*p) for p in self.parts]
-        u = np.concatenate([s[0] for s in samples])
-        if len(u) == 0:
-            return np.empty(0)
-        wts = np.concatenate([s[1] for s in samples])  # rows each sampled value stands for
-        if n_ranges == "auto":
-            ratio = len(np.unique(u)) / len(u)
-            distinct = wts.sum() * ratio if ratio > 0.5 else len(np.unique(u))
-            n_ranges = max(1, int(np.ceil(distinct / RANGE_TARGET)))
-            if n_ranges == 1:
-                return np.empty(0)
-        order = np.argsort(u, kind="stable")
-        u, wts = u[order], wts[order]
-        cum = np.cumsum(wts) / wts.sum()
-        qs = np.arange(1, n_ranges) / n_ranges
-        return np.unique(u[np.minimum(np.searchsorted(cum, qs), len(u) - 1)])
-
-
-class _Sampler:
-    """A seeded random sample of up to ``k`` of a partition's scores, each standing for ``rows / k``
-    rows: enough to place range boundaries at row quantiles without sorting the partition."""
-
-    def __init__(self, frame: bool, k: int):
-        self.frame, self.k = frame, k
-
-    def __call__(self, *args, **_):
-        if self.frame:
-            df, _label, score = args[:3]
-            s = _as_array(df[score], "y_score")
-        else:
-            s = _as_array(args[1], "y_score")
-        s = s[np.isfinite(s)]  # non-finite scores are refused by the pass itself, with their count
-        rows = len(s)
-        if rows > self.k:
-            s = np.random.default_rng(rows).choice(s, self.k, replace=False)
-        return np.sort(s), np.full(len(s), rows / max(len(s), 1))
-
-
-def _add_offsets(above, *totals):
-    out = np.array(above, dtype=float)
-    for t in totals:
-        out = out + t
-    return out
 
 
 def _checked_histogram(h, stats, has_weight, has_amount):
@@ -313,35 +201,28 @@ def _finish(value, lazy: bool, compute: bool, client, post=None):
     return out if post is None else post(out)
 
 
-def _boundaries(src: _Source, score_ranges, client) -> np.ndarray | None:
-    if score_ranges is None:
-        return None
-    if isinstance(score_ranges, str):
-        if score_ranges != "auto":
-            raise ParameterError(
-                f"score_ranges must be None, 'auto', an int >= 1 or a sorted list of boundaries; got {score_ranges!r}."
-            )
-        b = src.sample_boundaries("auto", client=client)
-        return b if len(b) else None
-    if isinstance(score_ranges, (int, np.integer)) and not isinstance(score_ranges, bool):
-        if score_ranges < 1:
-            raise ParameterError(
-                f"score_ranges must be >= 1 or a sorted list of boundaries; got {score_ranges}."
-            )
-        if score_ranges == 1:
-            return None
-        return src.sample_boundaries(int(score_ranges), client=client)
-    b = np.asarray(score_ranges, dtype=float).ravel()
-    if np.any(np.isnan(b)) or np.any(np.diff(b) <= 0):
-        raise ParameterError("score_ranges boundaries must be strictly increasing numbers without NaN.")
-    return b
+def _check_gather(src: _Source, client) -> None:
+    """Refuse to gather a histogram larger than one task's budget (a sizing pass decides)."""
+    from ._ranges import make_plan
+
+    plan = make_plan(src, 1, None, compute=True, client=client, spec=Spec())
+    if plan.distinct_estimate > plan.max_scores_per_task:
+        raise ParameterError(
+            f"score_histogram would gather about {plan.distinct_estimate:,.0f} distinct scores into one "
+            f"task and the client, more than max_scores_per_task={plan.max_scores_per_task:,}. Use the "
+            "functions that reduce by score range on the workers instead (roc_auc_score, "
+            "classification_metrics, choose_threshold(y, s, ...), Report.classification), or raise the "
+            "budget with dask.config.set({'daskml_scale.evaluation.max_scores_per_task': n})."
+        )
 
 
 def score_histogram(y_true, y_score, *, sample_weight=None, amount=None, compute=True, client=None):
-    """Exact per-distinct-score histogram of labels and scores, in one pass.
+    """Exact per-distinct-score histogram of labels and scores, gathered to the client.
 
-    The building block of every other classification metric: curves, thresholds and costs are
-    computed from it. Its memory is one row per distinct score (see Notes).
+    The whole histogram is one object: one row per distinct score. For Dask input a sizing pass
+    first checks that it fits one task's budget (``max_scores_per_task``, see
+    :func:`classification_metrics`) and raises otherwise; then one pass builds it. The curves,
+    thresholds and reports do NOT need it: they are reduced by score range on the workers.
 
     Parameters
     ----------
@@ -354,7 +235,7 @@ def score_histogram(y_true, y_score, *, sample_weight=None, amount=None, compute
     amount : same kind, optional
         Amount per row (e.g. transaction amount) for amount-weighted costs and recall.
     compute : bool
-        If False, return a ``dask.delayed`` value.
+        If False, return a ``dask.delayed`` value (the sizing check still runs now).
     client : distributed.Client, optional
         Client to compute on; None uses the default.
 
@@ -362,11 +243,15 @@ def score_histogram(y_true, y_score, *, sample_weight=None, amount=None, compute
     -------
     ScoreHistogram
 
+    Raises
+    ------
+    ParameterError
+        More distinct scores than one task's budget.
+
     Notes
     -----
-    The histogram holds about 6 float64 per distinct score: ~48 MB per million distinct scores. Round
-    nothing to save memory; for tens of millions of distinct scores use the scalar metrics with
-    ``score_ranges=`` instead, which never gather the histogram.
+    Passes over Dask input: two (sizing, then binning). The histogram holds about 6 float64 per
+    distinct score: ~48 MB per million distinct scores.
 
     Examples
     --------
@@ -376,6 +261,8 @@ def score_histogram(y_true, y_score, *, sample_weight=None, amount=None, compute
     (array([0.1, 0.8]), array([0., 2.]))
     """
     src = _Source.from_arrays(y_true, y_score, sample_weight, amount)
+    if src.lazy:
+        _check_gather(src, client)
     return _finish(src.histogram(), src.lazy, compute, client)
 
 
@@ -387,12 +274,18 @@ def classification_metrics(
     weight: str | None = None,
     amount: str | None = None,
     threshold: float = 0.5,
-    score_ranges=None,
-    passes: int = 1,
+    score_ranges="auto",
+    passes="auto",
     compute: bool = True,
     client=None,
 ) -> dict:
-    """All scalar classification metrics of a scored table in ONE pass over the data.
+    """All scalar classification metrics of a scored table, exact, with bounded memory per task.
+
+    Passes over Dask input: one sizing pass (row counts, validation, a sketch of the distinct
+    scores that plans the score ranges and passes), then one binning pass (or more when the
+    distinct scores exceed what the workers' memory should hold at once: see ``passes``). Each
+    range is merged and reduced on its worker; only about 15 numbers per range reach the client.
+    In-memory input is computed in this process in one pass.
 
     Parameters
     ----------
@@ -406,18 +299,20 @@ def classification_metrics(
         Column of amounts: adds ``fraud_amount``, ``fraud_amount_caught`` and ``amount_recall``.
     threshold : float
         Rows with ``score >= threshold`` are alerts (predicted positive).
-    score_ranges : int, "auto" or sequence of float, optional
-        Split the score axis into this many ranges (boundaries from a light sampling pass), into one
-        range per ~2M estimated distinct scores (``"auto"``), or at these boundaries, so that no task
-        holds more than about 1/R of the distinct scores. Only needed for tens of millions of
-        distinct (continuous) scores; results are identical.
-    passes : int
-        With ``score_ranges``, evaluate the ranges in this many sequential passes over the data (from
-        the highest scores down), so that only 1/passes of the distinct scores is held at a time:
-        memory per worker bounded by distinct scores / passes, at the cost of reading the data
-        ``passes`` times. Needs ``compute=True``.
+    score_ranges : "auto" (default), int or sequence of float
+        How the score axis is split so that no task holds more than ``max_scores_per_task``
+        distinct scores (dask config ``daskml_scale.evaluation.max_scores_per_task``, default 2M,
+        ~64 MB). ``"auto"`` (or None): as many ranges as the sizing pass's estimate of distinct
+        scores needs (one for tied scores), cut at quantiles of the distinct scores. An int: that
+        many ranges; a sequence: these boundaries. Results are exact and identical whatever it is.
+    passes : "auto" (default) or int
+        Sequential binning passes over the data, from the highest scores down, each keeping only
+        its group of ranges: ``"auto"`` (or None) makes as many as the workers' memory needs (dask
+        config ``daskml_scale.evaluation.max_scores_per_pass``, default 15% of the workers'
+        ``memory_limit``); 1 for tied scores. An int > 1 needs ``compute=True``.
     compute : bool
-        If False, return a ``dask.delayed`` dict, to compute with other lazy metrics in one pass.
+        If False, return a ``dask.delayed`` dict, to compute with other lazy metrics in one binning
+        pass (the sizing pass runs now; the binning is one pass).
     client : distributed.Client, optional
 
     Returns
@@ -439,63 +334,61 @@ def classification_metrics(
     """
     t = check_threshold(threshold)
     src = _Source.from_frame(df, label, score, weight, amount)
-    _check_passes(passes, score_ranges, compute)
-    b = _boundaries(src, score_ranges, client)
-    if passes > 1 and b is not None and src.lazy:
-        m = src.metrics_in_passes(t, b, passes, client=client)
-    else:
-        m = _finish(src.metrics(t, b), src.lazy, compute, client)
-    if compute:
-        warn_undefined(m)
-    return m
-
-
-def _check_passes(passes, score_ranges, compute) -> None:
-    if not isinstance(passes, (int, np.integer)) or isinstance(passes, bool) or passes < 1:
-        raise ParameterError(f"passes must be a positive integer; got {passes!r}.")
-    if passes > 1 and score_ranges is None:
-        raise ParameterError(
-            "passes > 1 splits the work by score range: give score_ranges too (e.g. 'auto')."
-        )
-    if passes > 1 and not compute:
-        raise ParameterError("passes > 1 computes pass after pass: it needs compute=True.")
-
-
-def _metric(key, y_true, y_score, sample_weight, compute, client, score_ranges=None, passes=1):
-    src = _Source.from_arrays(y_true, y_score, sample_weight, None)
-    _check_passes(passes, score_ranges, compute)
-    b = _boundaries(src, score_ranges, client)
-    if passes > 1 and b is not None and src.lazy:
-        m = src.metrics_in_passes(0.5, b, passes, client=client)
-        warn_undefined(m, keys=(key,))
-        return m[key]
-    m = src.metrics(0.5, b)
+    res = evaluate(
+        src, Spec(threshold=t), score_ranges=score_ranges, passes=passes, compute=compute, client=client
+    )
     if not compute:
-        return delayed(dict.__getitem__)(m, key)
-    m = _finish(m, src.lazy, True, client)
-    warn_undefined(m, keys=(key,))
-    return m[key]
+        return delayed(_metrics_of, pure=True)(res)
+    warn_undefined(res["metrics"])
+    return res["metrics"]
+
+
+def _metrics_of(res):
+    return res["metrics"]
+
+
+def _key_of(res, key):
+    return res["metrics"][key]
+
+
+def _metric(key, y_true, y_score, sample_weight, compute, client, score_ranges="auto", passes="auto"):
+    src = _Source.from_arrays(y_true, y_score, sample_weight, None)
+    res = evaluate(src, Spec(), score_ranges=score_ranges, passes=passes, compute=compute, client=client)
+    if not compute:
+        return delayed(_key_of, pure=True)(res, key)
+    warn_undefined(res["metrics"], keys=(key,))
+    return res["metrics"][key]
 
 
 def roc_auc_score(
-    y_true, y_score, *, sample_weight=None, score_ranges=None, passes=1, compute=True, client=None
+    y_true, y_score, *, sample_weight=None, score_ranges="auto", passes="auto", compute=True, client=None
 ):
     """Exact area under the ROC curve, equal to :func:`sklearn.metrics.roc_auc_score`.
 
-    Computed from per-distinct-score counts merged across partitions (ties count one half, as in
-    scikit-learn's trapezoidal rule); no score is collected to the client.
+    Computed from per-distinct-score counts merged by score range on the workers (ties count one
+    half, as in scikit-learn's trapezoidal rule): each range gives its partial area given the
+    counts above it; no score is collected to the client. Passes over Dask input: one sizing pass
+    and one binning pass (more only when the workers' memory needs them). Two Dask Series from the
+    same DataFrame are read together: the upstream graph is computed once per pass.
 
     Parameters
     ----------
     y_true, y_score : dask Series/arrays partitioned alike, or in-memory arrays
         Binary 0/1 labels and scores.
     sample_weight : same kind, optional
-    score_ranges : int, "auto" or sequence, optional
-        See :func:`classification_metrics`; for tens of millions of distinct scores.
-    passes : int
-        See :func:`classification_metrics`: bounds memory per worker by distinct scores / passes.
+    score_ranges : "auto" (default), int or sequence of float
+        How the score axis is split so that no task holds more than ``max_scores_per_task``
+        distinct scores (dask config ``daskml_scale.evaluation.max_scores_per_task``, default 2M,
+        ~64 MB). ``"auto"`` (or None): as many ranges as the sizing pass's estimate of distinct
+        scores needs (one for tied scores), cut at quantiles of the distinct scores. An int: that
+        many ranges; a sequence: these boundaries. Results are exact and identical whatever it is.
+    passes : "auto" (default) or int
+        Sequential binning passes over the data, from the highest scores down, each keeping only
+        its group of ranges: ``"auto"`` (or None) makes as many as the workers' memory needs (dask
+        config ``daskml_scale.evaluation.max_scores_per_pass``, default 15% of the workers'
+        ``memory_limit``); 1 for tied scores. An int > 1 needs ``compute=True``.
     compute : bool
-        If False, return a ``dask.delayed`` float.
+        If False, return a ``dask.delayed`` float (the sizing pass runs now).
     client : distributed.Client, optional
 
     Returns
@@ -518,12 +411,13 @@ def roc_auc_score(
 
 
 def average_precision_score(
-    y_true, y_score, *, sample_weight=None, score_ranges=None, passes=1, compute=True, client=None
+    y_true, y_score, *, sample_weight=None, score_ranges="auto", passes="auto", compute=True, client=None
 ):
     """Exact average precision (PR-AUC), equal to :func:`sklearn.metrics.average_precision_score`.
 
     The step-wise sum ``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, tied scores
-    grouped into one threshold as scikit-learn does.
+    grouped into one threshold as scikit-learn does; each score range adds its terms on its worker
+    given the cumulative counts of the ranges above. Passes as :func:`roc_auc_score`.
 
     Parameters
     ----------
@@ -544,12 +438,13 @@ def average_precision_score(
 
 
 def log_loss(y_true, y_score, *, sample_weight=None, compute=True, client=None):
-    """Mean log loss, equal to :func:`sklearn.metrics.log_loss` for binary labels, in one pass.
+    """Mean log loss, equal to :func:`sklearn.metrics.log_loss` for binary labels.
 
     Probabilities are clipped to ``[eps, 1 - eps]`` with ``eps`` the machine epsilon of the scores'
     dtype, as scikit-learn does: ``np.finfo(np.float32).eps`` for float32 scores, float64's for
     float64, integer or list input. (scikit-learn then computes float32 input in float32; we sum in
-    float64, so the two agree to float32 precision, about 1e-7 relative.)
+    float64, so the two agree to float32 precision, about 1e-7 relative.) Passes as
+    :func:`roc_auc_score` (the sum is split by score range like the areas).
 
     Raises :class:`~daskml_scale.errors.SchemaError` when a score lies outside [0, 1], is not finite,
     or when every sample weight is zero.
@@ -565,6 +460,8 @@ def log_loss(y_true, y_score, *, sample_weight=None, compute=True, client=None):
 def brier_score_loss(y_true, y_score, *, sample_weight=None, compute=True, client=None):
     """Mean squared difference between the 0/1 label and the probability (Brier score).
 
+    Passes as :func:`roc_auc_score`.
+
     Examples
     --------
     >>> round(brier_score_loss([0, 1], [0.2, 0.9]), 4)
@@ -573,7 +470,8 @@ def brier_score_loss(y_true, y_score, *, sample_weight=None, compute=True, clien
     return _prob_metric("brier", y_true, y_score, sample_weight, compute, client)
 
 
-def _checked_prob(m, key):
+def _checked_prob(res, key):
+    m = res["metrics"]
     if m["score_min"] < 0 or m["score_max"] > 1:
         raise SchemaError(
             f"{key} needs probabilities in [0, 1]; scores range over [{m['score_min']}, {m['score_max']}]. "
@@ -585,5 +483,5 @@ def _checked_prob(m, key):
 
 def _prob_metric(key, y_true, y_score, sample_weight, compute, client):
     src = _Source.from_arrays(y_true, y_score, sample_weight, None)
-    value = delayed(_checked_prob)(src.metrics(0.5, None), key)
-    return _finish(value, src.lazy, compute, client)
+    res = evaluate(src, Spec(), compute=compute, client=client)
+    return delayed(_checked_prob)(res, key) if not compute else _checked_prob(res, key)

@@ -1,9 +1,11 @@
-"""Curves from the exact score histogram, thinned to a few thousand points for plotting.
+"""Curves, thinned to a few thousand points for plotting, from a histogram or from range summaries.
 
 ROC and precision-recall curves keep every corner when the data have fewer distinct scores than
 ``max_points``; otherwise they keep points evenly spaced along both axes (so steep and flat parts
 are both drawn), always including the end points. Calibration, score distribution and gain curves
-are binned from the histogram.
+are binned. The public functions take a :class:`ScoreHistogram`; :meth:`Report.classification`
+builds the same tables from the points each score range thinned on its worker (``_*_table``), so
+nothing of the size of the distinct scores reaches the client.
 """
 
 from __future__ import annotations
@@ -41,6 +43,51 @@ def _check(h):
     return True
 
 
+def _points(h: ScoreHistogram) -> np.ndarray:
+    s, cnt, tps, fps = h.descending()
+    return np.column_stack([s, cnt, tps, fps])
+
+
+def _roc_table(pts: np.ndarray, P: float, N: float, max_points: int) -> pd.DataFrame:
+    """ROC table from descending (score, cum rows, cum TP, cum FP) points."""
+    s, tps, fps = pts[:, 0], pts[:, 2], pts[:, 3]
+    fpr = np.concatenate([[0.0], fps / N if N > 0 else np.zeros_like(fps)])
+    tpr = np.concatenate([[0.0], tps / P if P > 0 else np.zeros_like(tps)])
+    thr = np.concatenate([[np.inf], s])
+    i = _thin(fpr, tpr, max_points)
+    return pd.DataFrame({"threshold": thr[i], "fpr": fpr[i], "tpr": tpr[i]})
+
+
+def _pr_table(pts: np.ndarray, P: float, max_points: int) -> pd.DataFrame:
+    s, tps, fps = pts[:, 0], pts[:, 2], pts[:, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
+    recall = tps / P if P > 0 else np.ones_like(tps)
+    i = _thin(recall, np.arange(len(recall), dtype=float), max_points)
+    return pd.DataFrame({"threshold": s[i], "recall": recall[i], "precision": precision[i]})
+
+
+def _gain_table(pts: np.ndarray, n: float, P: float, max_points: int) -> pd.DataFrame:
+    cnt, tps = pts[:, 1], pts[:, 2]
+    frac = np.concatenate([[0.0], cnt / max(n, 1)])
+    gain = np.concatenate([[0.0], tps / P if P > 0 else np.zeros_like(tps)])
+    i = _thin(frac, gain, max_points)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lift = np.where(frac[i] > 0, gain[i] / frac[i], np.nan)
+    return pd.DataFrame({"fraction_alerted": frac[i], "gain": gain[i], "lift": lift})
+
+
+def _calibration_table(tot, pos, ssum, cnt) -> pd.DataFrame:
+    nz = tot > 0
+    return pd.DataFrame({"prob_pred": ssum[nz] / tot[nz], "prob_true": pos[nz] / tot[nz], "count": cnt[nz]})
+
+
+def _distribution_table(edges, positives, negatives) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"left": edges[:-1], "right": edges[1:], "positives": positives, "negatives": negatives}
+    )
+
+
 def roc_curve(h: ScoreHistogram, *, max_points: int = 2000) -> pd.DataFrame:
     """ROC curve (columns ``threshold``, ``fpr``, ``tpr``) starting at (0, 0), thinned.
 
@@ -51,25 +98,13 @@ def roc_curve(h: ScoreHistogram, *, max_points: int = 2000) -> pd.DataFrame:
     [0.0, 1.0, 1.0]
     """
     _check(h)
-    s, _cnt, tps, fps = h.descending()
-    P, N = h.n_positive, h.n_negative
-    fpr = np.concatenate([[0.0], fps / N if N > 0 else np.zeros_like(fps)])
-    tpr = np.concatenate([[0.0], tps / P if P > 0 else np.zeros_like(tps)])
-    thr = np.concatenate([[np.inf], s])
-    i = _thin(fpr, tpr, max_points)
-    return pd.DataFrame({"threshold": thr[i], "fpr": fpr[i], "tpr": tpr[i]})
+    return _roc_table(_points(h), h.n_positive, h.n_negative, max_points)
 
 
 def pr_curve(h: ScoreHistogram, *, max_points: int = 2000) -> pd.DataFrame:
     """Precision-recall curve (columns ``threshold``, ``recall``, ``precision``), recall increasing."""
     _check(h)
-    s, _cnt, tps, fps = h.descending()
-    P = h.n_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
-    recall = tps / P if P > 0 else np.ones_like(tps)
-    i = _thin(recall, np.arange(len(recall), dtype=float), max_points)
-    return pd.DataFrame({"threshold": s[i], "recall": recall[i], "precision": precision[i]})
+    return _pr_table(_points(h), h.n_positive, max_points)
 
 
 def calibration_curve(h: ScoreHistogram, *, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
@@ -95,8 +130,7 @@ def calibration_curve(h: ScoreHistogram, *, n_bins: int = 10, strategy: str = "u
     pos = np.bincount(ids, weights=h.pos, minlength=len(bins))
     ssum = np.bincount(ids, weights=w * h.scores, minlength=len(bins))
     cnt = np.bincount(ids, weights=h.count, minlength=len(bins))
-    nz = tot > 0
-    return pd.DataFrame({"prob_pred": ssum[nz] / tot[nz], "prob_true": pos[nz] / tot[nz], "count": cnt[nz]})
+    return _calibration_table(tot, pos, ssum, cnt)
 
 
 def score_distribution(h: ScoreHistogram, *, n_bins: int = 50) -> pd.DataFrame:
@@ -106,23 +140,13 @@ def score_distribution(h: ScoreHistogram, *, n_bins: int = 50) -> pd.DataFrame:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, n_bins + 1)
     ids = np.clip(np.searchsorted(edges, h.scores, side="right") - 1, 0, n_bins - 1)
-    return pd.DataFrame(
-        {
-            "left": edges[:-1],
-            "right": edges[1:],
-            "positives": np.bincount(ids, weights=h.pos, minlength=n_bins),
-            "negatives": np.bincount(ids, weights=h.neg, minlength=n_bins),
-        }
+    return _distribution_table(
+        edges,
+        np.bincount(ids, weights=h.pos, minlength=n_bins),
+        np.bincount(ids, weights=h.neg, minlength=n_bins),
     )
 
 
 def gain_curve(h: ScoreHistogram, *, max_points: int = 2000) -> pd.DataFrame:
     """Cumulative gain and lift: share of positives caught against the share of rows alerted."""
-    _s, cnt, tps, _fps = h.descending()
-    P = h.n_positive
-    frac = np.concatenate([[0.0], cnt / max(h.n, 1)])
-    gain = np.concatenate([[0.0], tps / P if P > 0 else np.zeros_like(tps)])
-    i = _thin(frac, gain, max_points)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lift = np.where(frac[i] > 0, gain[i] / frac[i], np.nan)
-    return pd.DataFrame({"fraction_alerted": frac[i], "gain": gain[i], "lift": lift})
+    return _gain_table(_points(h), h.n, h.n_positive, max_points)

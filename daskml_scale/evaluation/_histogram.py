@@ -6,12 +6,13 @@ merged by value (sorted union of scores, sums added) in a tree reduction. Nothin
 binned, so ROC-AUC, average precision, log loss, Brier score and every thresholded count computed from
 the merged histogram are exact.
 
-Memory bound: a merged histogram holds one row (5-6 float64) per distinct score. Tied scores (model
+Memory bound: a merged histogram holds one row (4-6 float64) per distinct score. Tied scores (model
 probabilities rounded, tree ensembles with few leaves) give a few thousand rows whatever the data
-size. Continuous scores on N rows give up to N rows; for those, ``score_ranges=R`` splits the score
-axis into R ranges (boundaries from a light sampling pass, or given), merges each range's histogram
-separately on the workers and reduces every range to a handful of partial sums there, so no task ever
-holds more than about (distinct scores / R) rows and nothing but scalars reaches the client.
+size; continuous scores on N rows give up to N. So by default the score axis is split into ranges
+planned by a sizing pass (:mod:`._sketch`), each range's histogram is merged separately on the
+workers and reduced there to partial sums given the totals of the ranges above it
+(:mod:`._ranges`): no task holds more than ``max_scores_per_task`` rows and only a few numbers per
+range reach the client.
 """
 
 from __future__ import annotations
@@ -87,12 +88,9 @@ def _as_array(x, name: str) -> np.ndarray:
     return np.asarray(x, dtype=float).ravel()
 
 
-def hist_from_arrays(y, s, w=None, a=None, boundaries=None, window=None):
-    """Histogram(s) of one partition: a list of one (scores, values) pair per score range, and stats.
-
-    ``window=(lo, hi)`` keeps only the rows with ``lo <= score < hi`` (one pass of a multi-pass
-    evaluation); the stats always describe every row.
-    """
+def clean_rows(y, s, w=None, a=None):
+    """Validate one partition's columns: the rows kept (finite score, 0/1 label, good weight and
+    amount) as float arrays, and the stats vector counting every rejected row."""
     y = _as_array(y, "y_true")
     eps = _score_eps(s) if s is not None else np.inf
     s = _as_array(s, "y_score")
@@ -128,12 +126,26 @@ def hist_from_arrays(y, s, w=None, a=None, boundaries=None, window=None):
         keep &= ~nan_a
     if keep.any():
         stats[ST_MIN], stats[ST_MAX] = s[keep].min(), s[keep].max()
-    if window is not None:
-        keep &= (s >= window[0]) & (s < window[1])
     if not keep.all():
         y, s = y[keep], s[keep]
         w = None if w is None else w[keep]
         a = None if a is None else a[keep]
+    return y, s, w, a, stats
+
+
+def hist_from_arrays(y, s, w=None, a=None, boundaries=None, window=None):
+    """Histogram(s) of one partition: a list of one (scores, values) pair per score range, and stats.
+
+    ``window=(lo, hi)`` keeps only the rows with ``lo <= score < hi`` (one pass of a multi-pass
+    evaluation); the stats always describe every row.
+    """
+    y, s, w, a, stats = clean_rows(y, s, w, a)
+    if window is not None:
+        inside = (s >= window[0]) & (s < window[1])
+        if not inside.all():
+            y, s = y[inside], s[inside]
+            w = None if w is None else w[inside]
+            a = None if a is None else a[inside]
     ncol = 3 if a is None else 5
     u, inv = _unique_inverse(s)
     m = len(u)
@@ -269,14 +281,6 @@ def range_totals(h) -> np.ndarray:
     return tot
 
 
-def offsets_above(totals: list, b: int) -> np.ndarray:
-    """Totals of the ranges above range ``b`` (higher scores come first in every curve)."""
-    out = np.zeros(5)
-    for t in totals[b + 1 :]:
-        out += t
-    return out
-
-
 def partial_sums(h, above, threshold: float, stats=None) -> np.ndarray:
     """Reduce one score range to the partial sums in ``PS_NAMES``, given the totals above it.
 
@@ -376,8 +380,9 @@ def warn_undefined(m: dict, keys=("roc_auc", "pr_auc")) -> None:
 class ScoreHistogram:
     """Exact per-distinct-score summary of (label, score[, weight, amount]) rows.
 
-    Built by :func:`score_histogram` in one pass; every curve, threshold choice and cost is computed
-    from it on the client. Its size is the number of distinct scores (see the module notes).
+    Built by :func:`score_histogram` and gathered to the client; curves, threshold choices and
+    costs can be computed from it in memory (``hist=``). Its size is the number of distinct scores
+    (see the module notes); the functions given labels and scores do not need it.
 
     Attributes
     ----------

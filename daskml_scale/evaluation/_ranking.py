@@ -296,7 +296,7 @@ def _travels(recs, kmax: int, user: str, rank: str):
 
 
 def _graph(recs, truth, ks, user, item, rank, catalog, train=None):
-    from ._classification import _tree
+    from ._ranges import tree as _tree
 
     kmax = max(ks)
     lazy = any(dask.is_dask_collection(x) for x in (recs, truth, train))

@@ -1,9 +1,10 @@
 """Evaluation reports: metrics plus plots, shown inline in Jupyter and saved as JSON and PNG.
 
-A :class:`Report` is built in one pass over the data (:meth:`Report.classification` gathers the
-exact score histogram, bounded by the number of distinct scores; :meth:`Report.ranking` computes all
-cut-offs together). It keeps only small tables (curves thinned to a few thousand points), so it can
-be displayed, compared and saved cheaply.
+A :class:`Report` keeps only small tables (curves thinned to a few thousand points), so it can be
+displayed, compared and saved cheaply. :meth:`Report.classification` is built from per-score-range
+summaries reduced on the workers (metrics, curve points thinned per range, calibration and score
+bins): nothing of the size of the distinct scores reaches the client. :meth:`Report.ranking`
+computes all cut-offs together in one pass.
 """
 
 from __future__ import annotations
@@ -85,9 +86,17 @@ class Report:
         target_fpr: float = 0.01,
         title: str | None = None,
         max_points: int = 2000,
+        score_ranges="auto",
+        passes="auto",
         client=None,
     ) -> Report:
-        """Classification report of a scored table (dask or pandas), in one pass.
+        """Classification report of a scored table (dask or pandas), exact, memory bounded per task.
+
+        Passes over Dask input: one sizing pass and one binning pass (more only when the workers'
+        memory needs them), as :func:`classification_metrics`. Each score range is reduced on its
+        worker to its metrics' partial sums, its share of the thinned curve points (at most about
+        ``max_points`` for the whole curve, plus one per range), and its calibration and score
+        distribution bins; the client only concatenates and adds those.
 
         Parameters
         ----------
@@ -101,28 +110,50 @@ class Report:
         title : str, optional
         max_points : int
             Points kept per curve.
+        score_ranges, passes : "auto" (default), int or sequence
+            As :func:`classification_metrics`.
         client : distributed.Client, optional
+
+        Notes
+        -----
+        ``metrics`` adds ``recall@fpr=<target_fpr>``, ``distinct_scores`` (exact), and how the run
+        was split: ``score_ranges`` (number of ranges), ``passes`` (binning passes) and
+        ``max_range_scores`` (the most distinct scores any one task held).
         """
-        from ._classification import _finish, _Source
-        from ._curves import calibration_curve, gain_curve, pr_curve, roc_curve, score_distribution
+        from ._classification import _Source
+        from ._curves import _calibration_table, _distribution_table, _gain_table, _pr_table, _roc_table
         from ._histogram import check_threshold, warn_undefined
-        from ._thresholds import recall_at_fpr
+        from ._ranges import Spec, evaluate
 
         t = check_threshold(threshold)
+        if not 0 <= target_fpr <= 1:
+            raise ParameterError(f"target_fpr must be in [0, 1]; got {target_fpr!r}.")
         src = _Source.from_frame(df, label, score, weight, amount)
-        h = _finish(src.histogram(), src.lazy, True, client)  # small: one row per distinct score
-        m = h.metrics(t)
+        spec = Spec(
+            threshold=t,
+            max_points=max_points,
+            calibration_bins=10,
+            distribution_bins=50,
+            target_fpr=target_fpr,
+        )
+        res = evaluate(src, spec, score_ranges=score_ranges, passes=passes, client=client)
+        m = res["metrics"]
         warn_undefined(m)
-        m[f"recall@fpr={target_fpr:g}"] = recall_at_fpr(hist=h, target_fpr=target_fpr)
-        m["distinct_scores"] = len(h)
+        m[f"recall@fpr={target_fpr:g}"] = res["recall_at_fpr"]
+        m["distinct_scores"] = res["distinct_scores"]
+        m["score_ranges"] = res["n_ranges"]
+        m["passes"] = res["passes"]
+        m["max_range_scores"] = res["max_range_scores"]
+        n, P, N = res["totals"][:3]
+        pts = res["points"]
         tables = {
-            "roc": roc_curve(h, max_points=max_points),
-            "pr": pr_curve(h, max_points=max_points),
-            "gain": gain_curve(h, max_points=max_points),
-            "score_distribution": score_distribution(h),
+            "roc": _roc_table(pts, P, N, max_points),
+            "pr": _pr_table(pts, P, max_points),
+            "gain": _gain_table(pts, n, P, max_points),
+            "score_distribution": _distribution_table(res["distribution_edges"], *res["distribution"]),
         }
         if m["score_min"] >= 0 and m["score_max"] <= 1:
-            tables["calibration"] = calibration_curve(h)
+            tables["calibration"] = _calibration_table(*res["calibration"])
         return Report("classification", m, tables, title)
 
     @classmethod

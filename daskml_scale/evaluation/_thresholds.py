@@ -1,8 +1,11 @@
-"""Operating points from the exact score histogram: threshold choice, costs, recall at FPR, precision@k.
+"""Operating points, exact: threshold choice, costs, recall at FPR, precision@k.
 
-Everything here works on a :class:`ScoreHistogram` (one row per distinct score, built in one pass on
-the workers and merged by value); the public functions accept labels and scores like the metrics,
-or a histogram already computed (``hist=``) so that many operating points cost one pass.
+Given labels and scores, each function runs like the metrics (one sizing pass, then one binning
+pass, or more when memory needs them): every score range is searched **on its worker** with the
+cumulative counts of the higher ranges carried in (the best cost in the range, the lowest threshold
+within the budget or FPR, the k-th row), and the client only compares one candidate per range.
+Given ``hist=`` (a :class:`ScoreHistogram` already gathered by :func:`score_histogram`), they answer
+from it in memory, so that many operating points cost one pass over small (tied) data.
 A threshold ``t`` means: rows with ``score >= t`` are alerts.
 """
 
@@ -11,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError, check_in
-from ._classification import score_histogram
 from ._histogram import ScoreHistogram
+from ._ranges import Spec, evaluate
 
 __all__ = [
     "choose_threshold",
@@ -22,16 +25,22 @@ __all__ = [
 ]
 
 
-def _hist(y_true, y_score, sample_weight=None, amount=None, client=None, hist=None) -> ScoreHistogram:
-    if hist is not None:
-        if not isinstance(hist, ScoreHistogram):
-            raise ParameterError(
-                f"hist must be a ScoreHistogram from score_histogram(); got {type(hist).__name__}."
-            )
-        return hist
+def _check_hist(hist) -> ScoreHistogram:
+    if not isinstance(hist, ScoreHistogram):
+        raise ParameterError(
+            f"hist must be a ScoreHistogram from score_histogram(); got {type(hist).__name__}."
+        )
+    return hist
+
+
+def _by_range(spec: Spec, y_true, y_score, sample_weight=None, amount=None, client=None) -> dict:
+    """Run ``spec`` range by range on the workers (or in process for in-memory input)."""
+    from ._classification import _Source
+
     if y_true is None or y_score is None:
         raise ParameterError("Pass y_true and y_score, or hist=score_histogram(...).")
-    return score_histogram(y_true, y_score, sample_weight=sample_weight, amount=amount, client=client)
+    src = _Source.from_arrays(y_true, y_score, sample_weight, amount)
+    return evaluate(src, spec, client=client)
 
 
 def _missed(h: ScoreHistogram, use_amount: bool):
@@ -68,13 +77,20 @@ def expected_cost(
     With ``amount``, a missed positive costs ``cost_fn`` times its amount (missed fraud loses the money);
     otherwise ``cost_fn`` per missed positive. Weighted by ``sample_weight`` when given.
 
+    Passes over Dask input: one sizing pass, one binning pass (see :func:`roc_auc_score`).
+
     Examples
     --------
     >>> expected_cost([0, 0, 1, 1], [0.1, 0.6, 0.3, 0.9], threshold=0.5, cost_fn=10, cost_fp=1)
     11.0
     """
-    h = _hist(y_true, y_score, sample_weight, amount, client, hist)
-    t, fn, fp = _missed(h, amount is not None or (hist is not None and h.pos_amount is not None))
+    if hist is None:
+        res = _by_range(Spec(threshold=float(threshold)), y_true, y_score, sample_weight, amount, client)
+        t = res["sums"]
+        fn = t["pos_amt"] - t["tp_amt"] if amount is not None else t["pos"] - t["tp"]
+        return float(cost_fn * fn + cost_fp * t["fp"])
+    h = _check_hist(hist)
+    t, fn, fp = _missed(h, amount is not None or h.pos_amount is not None)
     # index of the lowest candidate threshold that is >= threshold
     i = int(np.searchsorted(-t, -float(threshold), side="right")) - 1
     return float(cost_fn * fn[i] + cost_fp * fp[i])
@@ -120,6 +136,13 @@ def choose_threshold(
     float
         A distinct score of the data, or ``inf`` when the best choice is to raise no alert.
 
+    Notes
+    -----
+    Passes over Dask input: one sizing pass (which also gives the totals the costs and rates need)
+    and one binning pass, more only when the workers' memory needs them (see
+    :func:`roc_auc_score`). Each score range finds its own best candidate on its worker, given
+    the counts of the ranges above; the client compares one number per range.
+
     Examples
     --------
     >>> choose_threshold([0, 0, 1, 1], [0.1, 0.6, 0.3, 0.9], method="cost", cost_fn=10, cost_fp=1)
@@ -138,9 +161,17 @@ def choose_threshold(
         )
     if method == "fpr" and (target_fpr is None or not 0 <= target_fpr <= 1):
         raise ParameterError(f"method='fpr' needs target_fpr in [0, 1]; got {target_fpr!r}.")
-    h = _hist(y_true, y_score, sample_weight, amount, client, hist)
+    if hist is None:
+        spec = {
+            "cost": Spec(cost=(float(cost_fn), float(cost_fp), amount is not None)),
+            "budget": Spec(budget=budget),
+            "fpr": Spec(target_fpr=target_fpr),
+        }[method]
+        res = _by_range(spec, y_true, y_score, sample_weight, amount, client)
+        return float(res["cost"][1] if method == "cost" else res[method])
+    h = _check_hist(hist)
     if method == "cost":
-        t, fn, fp = _missed(h, amount is not None or (hist is not None and h.pos_amount is not None))
+        t, fn, fp = _missed(h, amount is not None or h.pos_amount is not None)
         return float(t[int(np.argmin(cost_fn * fn + cost_fp * fp))])
     s, cnt, _tps, fps = h.descending()
     if method == "budget":
@@ -165,7 +196,11 @@ def recall_at_fpr(
     """
     if not 0 <= target_fpr <= 1:
         raise ParameterError(f"target_fpr must be in [0, 1]; got {target_fpr!r}.")
-    h = _hist(y_true, y_score, sample_weight, None, client, hist)
+    if hist is None:
+        return _by_range(Spec(target_fpr=target_fpr), y_true, y_score, sample_weight, None, client)[
+            "recall_at_fpr"
+        ]
+    h = _check_hist(hist)
     _s, _cnt, tps, fps = h.descending()
     P, N = h.n_positive, h.n_negative
     if P == 0 or N == 0:
@@ -189,7 +224,9 @@ def precision_at_k(
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ParameterError(f"k must be a positive integer; got {k!r}.")
-    h = _hist(y_true, y_score, sample_weight, None, client, hist)
+    if hist is None:
+        return _by_range(Spec(k=int(k)), y_true, y_score, sample_weight, None, client)["precision_at_k"]
+    h = _check_hist(hist)
     _s, cnt, tps, fps = h.descending()
     if len(cnt) == 0:
         return float("nan")
