@@ -299,8 +299,10 @@ def test_clean_writes_outputs_in_one_pass(planted, tmp_path):
     assert len(res2.clean) == res.report.rows_out
 
 
-def test_distributed_clean_matches_sync(planted, client, tmp_path):
+def test_distributed_clean_matches_sync(planted, client, spread, tmp_path):
     _, ddf, _ = planted
-    res = clean(ddf, TRANSACTIONS, out=tmp_path / "o", quarantine_out=tmp_path / "q", client=client, **KW)
+    with spread() as ts:
+        res = clean(ddf, TRANSACTIONS, out=tmp_path / "o", quarantine_out=tmp_path / "q", client=client, **KW)
+    ts.assert_spread()
     with_sync = clean(ddf, TRANSACTIONS, **KW).report
     assert res.report.counts == with_sync.counts and res.report.rows_out == with_sync.rows_out

@@ -157,8 +157,10 @@ def test_sharding_more_buckets_than_keys_and_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_sharding_on_cluster(client, tmp_path):
+def test_sharding_on_cluster(client, spread, tmp_path):
     ddf = make_transactions(6000, npartitions=3, seed=1)
-    info = write_sharded(ddf, tmp_path / "c", key="card_id", buckets=3, client=client)
+    with spread() as ts:
+        info = write_sharded(ddf, tmp_path / "c", key="card_id", buckets=3, client=client)
+    ts.assert_spread()
     assert info["rows"] == 6000
     assert len(read_sharded(tmp_path / "c")) == 6000

@@ -52,9 +52,11 @@ def test_write_parquet_rerun_gives_identical_files(tmp_path):
     assert len(back) == 10_000 and back.transaction_id.is_unique
 
 
-def test_write_parquet_on_cluster(client, tmp_path):
+def test_write_parquet_on_cluster(client, spread, tmp_path):
     ddf = make_transactions(9_000, npartitions=3, seed=2)
-    write_parquet(ddf, tmp_path / "t", client=client)
+    with spread() as ts:
+        write_parquet(ddf, tmp_path / "t", client=client)
+    ts.assert_spread()
     assert len(pd.read_parquet(tmp_path / "t")) == 9_000
 
 

@@ -41,10 +41,12 @@ def test_same_seed_same_rows_whatever_the_partitioning(make):
     assert not a.equals(d)
 
 
-def test_same_rows_on_a_cluster_as_on_the_sync_scheduler(client):
+def test_same_rows_on_a_cluster_as_on_the_sync_scheduler(client, spread):
     n = 3 * BLOCK_ROWS
     local = make_transactions(n, npartitions=3, seed=4)
-    on_cluster = client.compute(local).result().reset_index(drop=True)
+    with spread() as ts:
+        on_cluster = client.compute(local).result().reset_index(drop=True)
+    ts.assert_spread()
     import dask
 
     with dask.config.set(scheduler="sync"):
