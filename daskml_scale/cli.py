@@ -193,6 +193,17 @@ def _add_score(sub):
         help="earlier transactions of the same cards, so behaviour features see their past",
     )
     p.add_argument("--threshold", type=float, default=None, help="alert threshold (default: the model's)")
+    p.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        default=None,
+        help="directory for the rows that cannot be scored, with a reason column (written with --out)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2, nothing written) when any row cannot be scored, instead of setting it aside",
+    )
     _scheduler_arg(p)
 
 
@@ -204,7 +215,10 @@ def _run_score(args):
     ddf = read_transactions(args.input)
     history = read_transactions(args.history) if args.history else None
     with _client(args) as client:
-        summary = score(model, ddf, out=args.out, history=history, threshold=args.threshold, client=client)
+        summary = score(
+            model, ddf, out=args.out, history=history, threshold=args.threshold,
+            quarantine=args.quarantine, strict=args.strict, client=client,
+        )  # fmt: skip
     print_json(summary)
 
 
@@ -309,13 +323,13 @@ def _add_evaluate(sub):
         "--score-ranges",
         default=None,
         metavar="R",
-        help="split the score axis in R ranges, or 'auto' (continuous scores at 100M+ rows)",
+        help="split the score axis in R ranges (default: auto, sized to the workers' memory)",
     )
     c.add_argument(
         "--passes",
         type=int,
-        default=1,
-        help="with --score-ranges, reduce the ranges in this many passes (memory / passes)",
+        default=None,
+        help="reduce the ranges in this many passes (default: auto, sized to the workers' memory)",
     )
     c.add_argument("--report", default=None, metavar="DIR", help="also save a Report (JSON + PNG) there")
     _scheduler_arg(c)
@@ -344,13 +358,13 @@ def _run_evaluate(args):
             threshold=args.threshold,
         )
         with _client(args) as client:
+            r = args.score_ranges
+            r = int(r) if r is not None and r.isdigit() else r
             if args.report:
-                report = ev.Report.classification(ddf, client=client, **kw)
+                report = ev.Report.classification(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
                 report.save(args.report)
                 out = report.metrics
             else:
-                r = args.score_ranges
-                r = int(r) if r is not None and r.isdigit() else r
                 out = ev.classification_metrics(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
     else:
         recs = read_parquet(args.recs)

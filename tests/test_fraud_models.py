@@ -113,12 +113,22 @@ def test_xgboost_in_memory_equals_native_xgboost(small):
         ),
         num_boost_round=15,
     )
+    # issue 13: predict_proba is now calibrated by default (prior correction of scale_pos_weight), so
+    # the booster's own probabilities are those of calibrate=False; the raw margin stays reachable
     np.testing.assert_allclose(
-        model.predict_proba(small)[:, 1], native.inplace_predict(X), rtol=1e-6, atol=1e-7
+        model.decision_function(small), native.inplace_predict(X, predict_type="margin"), rtol=1e-6, atol=1e-6
     )
-    # to_local: a plain XGBClassifier giving the same probabilities on model_input
+    margin = native.inplace_predict(X, predict_type="margin")
+    calibrated = 1.0 / (1.0 + np.exp(-(margin - np.log(model.scale_pos_weight_))))
+    np.testing.assert_allclose(model.predict_proba(small)[:, 1], calibrated, rtol=1e-5, atol=1e-7)
+    raw = clone(model).set_params(calibrate=False)
+    raw.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
     np.testing.assert_allclose(
-        model.to_local().predict_proba(X)[:, 1], model.predict_proba(small)[:, 1], rtol=1e-6
+        raw.predict_proba(small)[:, 1], native.inplace_predict(X), rtol=1e-6, atol=1e-7
+    )
+    # to_local: a plain XGBClassifier with the same booster, i.e. the raw (uncalibrated) probabilities
+    np.testing.assert_allclose(
+        model.to_local().predict_proba(X)[:, 1], raw.predict_proba(small)[:, 1], rtol=1e-6
     )
     assert ((model.predict(small) == 1) == (model.predict_proba(small)[:, 1] >= 0.5)).all()
 
@@ -164,9 +174,11 @@ def test_xgboost_distributed_parity_with_in_memory_booster(client, spread, small
     X_dask = dd.from_pandas(X_local, npartitions=3, sort=False)
     via_dask = xgb.dask.predict(client, model.booster_, X_dask).compute()
     np.testing.assert_allclose(via_dask, local, rtol=1e-6)
-    # and our lazy per-partition scoring gives the same numbers
+    # and our lazy per-partition scoring gives the same numbers (issue 13: calibrated by default, so
+    # the booster's margin minus the prior offset of scale_pos_weight)
     ours = model.predict_proba(ddf).compute().set_index("transaction_id").loc[small.transaction_id, "score"]
-    np.testing.assert_allclose(ours.to_numpy(), local, rtol=1e-6)
+    margin = model.booster_.inplace_predict(X_local, predict_type="margin")
+    np.testing.assert_allclose(ours.to_numpy(), 1 / (1 + np.exp(-(margin - model.prior_offset_))), rtol=1e-5)
     # SHAP values per partition, lazily
     contrib = model.feature_contributions(ddf)
     assert contrib.npartitions == 3
@@ -228,7 +240,15 @@ def test_sgd_sequential_equals_sklearn_partial_fit(small):
         oracle.partial_fit(X, frame.is_fraud.to_numpy(), classes=[0, 1])
     np.testing.assert_allclose(model.coef_, oracle.coef_, rtol=1e-9)
     np.testing.assert_allclose(model.intercept_, oracle.intercept_, rtol=1e-9)
-    np.testing.assert_allclose(model.predict_proba(frame)[:, 1], oracle.predict_proba(X)[:, 1], rtol=1e-9)
+    # issue 13: predict_proba is calibrated by default (the balanced class weights' prior taken out of
+    # the log-odds); the raw margin is scikit-learn's decision_function
+    np.testing.assert_allclose(model.decision_function(frame), oracle.decision_function(X), rtol=1e-9)
+    w = model.class_weight_[1] / model.class_weight_[0]
+    calibrated = 1.0 / (1.0 + np.exp(-(oracle.decision_function(X) - np.log(w))))
+    np.testing.assert_allclose(model.predict_proba(frame)[:, 1], calibrated, rtol=1e-9)
+    raw = clone(model).set_params(calibrate=False)
+    raw.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    np.testing.assert_allclose(raw.predict_proba(frame)[:, 1], oracle.predict_proba(X)[:, 1], rtol=1e-9)
     assert model.n_rows_seen_ == 2 * n
 
 

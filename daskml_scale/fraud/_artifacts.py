@@ -4,7 +4,9 @@ Layout of a saved model::
 
     model/
       manifest.json     kind, library versions, sha256 of every file, metadata (parameters, schema,
-                        model columns, categories, training counts, validation metrics)
+                        model columns, categories, training counts, validation metrics); the
+                        calibration needs nothing more: ``calibrate`` and ``negative_rate`` are
+                        parameters, the class weight (``scale_pos_weight_`` / ``class_weight_``) state
       features.json     the behaviour-feature specification and fitted state (null for raw columns)
       model.ubj         XGBoost: the booster (UBJSON, or model.json with format="json")
       coef.npy, intercept.npy, mean.npy, scale.npy     SGD: weights and standardisation
@@ -145,6 +147,8 @@ def load_model(path):
         raise ArtifactError(f"{path} holds a {kind!r} artifact, not a fraud model ({sorted(classes)}).")
     meta = manifest["metadata"]
     params = dict(meta["params"])
+    # saved before calibration existed: its threshold was chosen on the raw scores, keep those
+    params.setdefault("calibrate", False)
     features = json.loads((path / "features.json").read_text())
     if params["features"] == "spec":
         params["features"] = _features_from_dict(features)

@@ -22,6 +22,7 @@ import contextvars
 import dask
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import BaseEstimator, clone
 
 from .. import schema as S
@@ -38,8 +39,9 @@ def is_dask(obj) -> bool:
     return hasattr(obj, "dask") and hasattr(obj, "npartitions")
 
 
-def check_transactions(X, owner: str, *, label: bool) -> None:
-    """Raise SchemaError unless ``X`` (pandas or Dask) has the canonical transaction columns."""
+def check_transactions(X, owner: str, *, label: bool, dtypes: bool = True) -> None:
+    """Raise SchemaError unless ``X`` (pandas or Dask) has the canonical transaction columns (and,
+    with ``dtypes``, a numeric amount and a datetime64 timestamp)."""
     if not (is_dask(X) or isinstance(X, pd.DataFrame)):
         raise SchemaError(
             f"{owner} takes a pandas or Dask DataFrame of canonical transactions; got "
@@ -54,6 +56,8 @@ def check_transactions(X, owner: str, *, label: bool) -> None:
             "(daskml_scale.schema.TRANSACTIONS).",
             column=missing[0],
         )
+    if not dtypes:
+        return
     if not pd.api.types.is_numeric_dtype(X[S.AMOUNT].dtype):
         raise SchemaError(
             f"{owner}: column 'amount' must be numeric, got dtype {X[S.AMOUNT].dtype}. Cast it with "
@@ -156,6 +160,29 @@ def one_hot_matrix(pdf: pd.DataFrame, numeric, categories: dict) -> np.ndarray:
     return np.hstack(blocks)
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mix (splitmix64's finaliser): nearby ids give unrelated values."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _downsample(pdf: pd.DataFrame, rate: float, seed: int) -> pd.DataFrame:
+    """Keep every fraud row and the legitimate rows whose (id, seed) hash falls below ``rate``."""
+    if not len(pdf):
+        return pdf
+    ids = pdf[S.TRANSACTION_ID]
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        x = ids.to_numpy(dtype="int64").view("uint64")
+    else:  # string ids: pandas' stable hash of their text
+        x = pd.util.hash_array(ids.astype(str).to_numpy(dtype=object), categorize=False)
+    h = _splitmix64(x ^ _splitmix64(np.array([seed], dtype="uint64"))[0])
+    u = (h >> np.uint64(11)).astype("float64") / float(1 << 53)  # uniform in [0, 1)
+    keep = (pdf[S.IS_FRAUD].to_numpy() == 1) | (u < rate)
+    return pdf[keep]
+
+
 class FraudClassifierBase(BaseEstimator):
     """Shared machinery; subclasses implement ``_fit_model`` and ``_predict_partition``."""
 
@@ -173,6 +200,16 @@ class FraudClassifierBase(BaseEstimator):
             raise ParameterError(
                 f"The 'valid_size' parameter of {owner} must be a float in [0, 1). "
                 f"Got {self.valid_size!r} instead."
+            )
+        if not isinstance(self.calibrate, bool):
+            raise ParameterError(
+                f"The 'calibrate' parameter of {owner} must be a bool. Got {self.calibrate!r} instead."
+            )
+        r = self.negative_rate
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0.0 < r <= 1.0:
+            raise ParameterError(
+                f"The 'negative_rate' parameter of {owner} must be a float in (0, 1] (the fraction of "
+                f"legitimate training rows kept). Got {r!r} instead."
             )
         t = self.threshold
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not t >= 0.0:
@@ -301,6 +338,13 @@ class FraudClassifierBase(BaseEstimator):
         else:
             is_valid = featurized[S.TIMESTAMP] >= cutoff
             train, valid = featurized[~is_valid], featurized[is_valid]
+        if self.negative_rate < 1.0:
+            # negatives kept at negative_rate, each row decided by a hash of its id and the seed
+            # (the same rows on any partitioning); positives all kept. The validation part is not
+            # sampled: early stopping and validation metrics see the real class balance.
+            train = train.map_partitions(
+                _downsample, float(self.negative_rate), int(self.random_state), meta=train._meta
+            )
         parts = [train] + ([valid] if valid is not None else [])
         # small: two counts per part
         flat = compute_small(
@@ -326,17 +370,57 @@ class FraudClassifierBase(BaseEstimator):
         return train, valid
 
     # ----------------------------------------------------------------------------- prediction
-    def _score_frame(self, featurized, keep=()):
-        """Lazy Dask DataFrame ``transaction_id, *keep, score`` of featurized transactions."""
-        cols = [S.TRANSACTION_ID, *keep]
-        meta = featurized._meta[cols].assign(**{S.SCORE: np.empty(0, dtype="float64")})
-        return featurized.map_partitions(self._score_partition, cols, meta=meta)
+    @property
+    def prior_offset_(self) -> float:
+        """Log-odds the training added to every score: ``log(w) - log(negative_rate)``.
 
-    def _score_partition(self, pdf, cols):
-        p = self._predict_partition(pdf) if len(pdf) else np.empty(0)
+        ``w`` is the weight of a fraud row relative to a legitimate one (``scale_pos_weight_`` for
+        XGBoost, ``class_weight_[1] / class_weight_[0]`` for SGD, 1 without weights). Weighting
+        positives by ``w`` and keeping negatives at rate ``r`` multiply the odds the model learns by
+        ``w / r``; the calibrated log-odds are the raw margin minus this offset (prior correction).
+        """
+        return float(np.log(self._positive_weight()) - np.log(self.negative_rate))
+
+    def _positive_weight(self) -> float:
+        raise NotImplementedError
+
+    def _predict_partition(self, pdf):
+        """Fraud probabilities of one featurized partition (prior-corrected when ``calibrate``)."""
+        m = self._margin_partition(pdf)
+        return expit(m - self.prior_offset_) if self.calibrate else expit(m)
+
+    def _score_frame(self, featurized, keep=(), margin=False):
+        """Lazy Dask DataFrame ``transaction_id, *keep, score`` of featurized transactions (the raw
+        margin in a column ``margin`` instead of ``score`` with ``margin=True``)."""
+        cols = [S.TRANSACTION_ID, *keep]
+        name = "margin" if margin else S.SCORE
+        meta = featurized._meta[cols].assign(**{name: np.empty(0, dtype="float64")})
+        return featurized.map_partitions(self._score_partition, cols, margin, meta=meta)
+
+    def _score_partition(self, pdf, cols, margin=False):
+        predict = self._margin_partition if margin else self._predict_partition
+        p = predict(pdf) if len(pdf) else np.empty(0)
         out = pdf[cols].reset_index(drop=True)
-        out[S.SCORE] = np.asarray(p, dtype="float64")
+        out["margin" if margin else S.SCORE] = np.asarray(p, dtype="float64")
         return out
+
+    def decision_function(self, X, history=None):
+        """Raw margin (log-odds) of the trained model, before the prior correction of ``calibrate``.
+
+        ``predict_proba`` is ``expit(margin - prior_offset_)`` with ``calibrate=True`` and
+        ``expit(margin)`` otherwise.
+
+        Returns
+        -------
+        numpy.ndarray or dask.dataframe.DataFrame
+            For pandas input an array in the rows' order; for Dask input a lazy frame
+            ``transaction_id, margin``.
+        """
+        check_fitted(self, "model_columns_")
+        check_transactions(X, type(self).__name__, label=False)
+        if is_dask(X):
+            return self._score_frame(self._featurize(X, history), margin=True)
+        return self._score_pandas(X, history, margin=True)
 
     def predict_proba(self, X, history=None):
         """Fraud probability of each transaction.
@@ -362,12 +446,14 @@ class FraudClassifierBase(BaseEstimator):
         scores = self._score_pandas(X, history)
         return np.column_stack([1.0 - scores, scores])
 
-    def _score_pandas(self, X, history=None):
+    def _score_pandas(self, X, history=None, margin=False):
+        col = "margin" if margin else S.SCORE
         with in_memory():
             hist = None if history is None else to_dask(history)
-            out = self._score_frame(self._featurize(to_dask(X), hist)).compute()  # small: pandas input
+            featurized = self._featurize(to_dask(X), hist)
+            out = self._score_frame(featurized, margin=margin).compute()  # small: pandas input
         if self.features_ is None:
-            return out[S.SCORE].to_numpy()
+            return out[col].to_numpy()
         if not X[S.TRANSACTION_ID].is_unique:
             raise SchemaError(
                 f"{type(self).__name__}: column 'transaction_id' has "
@@ -376,7 +462,7 @@ class FraudClassifierBase(BaseEstimator):
                 column=S.TRANSACTION_ID,
             )
         aligned = X[[S.TRANSACTION_ID]].merge(out, on=S.TRANSACTION_ID, how="left")
-        return aligned[S.SCORE].to_numpy()
+        return aligned[col].to_numpy()
 
     def predict(self, X, history=None):
         """1 where the fraud probability is at or above ``threshold``.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import schema as S
 from ..cluster import compute
-from ..errors import ParameterError, check_fitted
+from ..errors import ArtifactError, DaskMLScaleError, ParameterError, check_fitted
+from ..io import _is_local
 from ._base import check_transactions, to_dask
 
 __all__ = ["score", "tune_threshold"]
@@ -27,18 +29,35 @@ def _check_threshold(threshold, owner):
     return float(threshold)
 
 
-def score(model, ddf, *, out=None, history=None, threshold=None, client=None):
+def score(
+    model,
+    ddf,
+    *,
+    out=None,
+    history=None,
+    threshold=None,
+    quarantine=None,
+    strict: bool = False,
+    client=None,
+):
     """Score transactions with a fitted fraud model: ``transaction_id, score, is_alert``.
 
-    The model computes its behaviour features from ``ddf`` (and ``history``, earlier transactions of
-    the same cards), partition by partition. Every input row gets exactly one output row.
+    The input is first coerced and checked with the rules of :func:`daskml_scale.data.validate`
+    (wrong dtypes such as amounts stored as strings are parsed; a value that cannot be parsed becomes
+    missing). Rows the model cannot score (a missing or unparseable time, id or amount, a non-finite
+    or negative amount, an unparseable or infinite value of an extra model column; see
+    :mod:`daskml_scale.fraud._quarantine`) are set aside with a ``reason``, like
+    :func:`~daskml_scale.data.clean`'s quarantine, instead of failing the job; the others are scored
+    as if the bad rows had never been there. Bad ``history`` rows are dropped from the history (and
+    counted). The model then computes its behaviour features from the good rows (and ``history``),
+    partition by partition: every good row gets exactly one output row.
 
     Parameters
     ----------
     model : XGBoostFraudClassifier or SGDFraudClassifier
         Fitted, or loaded with :func:`load_model`.
     ddf : Dask or pandas DataFrame
-        Canonical transactions (``is_fraud`` not needed).
+        Canonical transactions (``is_fraud`` not needed, and ignored).
     out : path-like, optional
         Parquet directory to write; replaced atomically (a temporary sibling, then a rename), so a
         rerun gives identical files and never duplicates.
@@ -46,42 +65,124 @@ def score(model, ddf, *, out=None, history=None, threshold=None, client=None):
         Earlier transactions, so per-card windows at the start of the batch see their past.
     threshold : float, optional
         Alert when ``score >= threshold``; default the model's ``threshold``.
+    quarantine : path-like, optional
+        Parquet directory for the rows that cannot be scored: their coerced columns,
+        ``source_partition``, ``source_row`` (where they were read) and ``reason``. Needs ``out``;
+        both are written in the same pass and committed together (each through a temporary sibling
+        renamed into place once both are complete). Without it, those rows are counted in the
+        summary but not written.
+    strict : bool
+        Fail instead: raise :class:`~daskml_scale.errors.SchemaError` naming the column, the rule and
+        the count when any row (of ``ddf`` or ``history``) fails a check, after a counting pass and
+        before anything is written.
     client : distributed.Client, optional
 
     Returns
     -------
     dask.dataframe.DataFrame or dict
-        Without ``out``: the lazy scores. With ``out``: a summary ``{"out", "rows", "alerts",
-        "threshold", "model"}`` (counts read back from what was written).
+        Without ``out``: the lazy scores of the good rows. With ``out``: a summary ``{"out", "rows",
+        "rows_in", "rows_scored", "rows_quarantined", "conserved", "counts", "quarantine", "history",
+        "alerts", "threshold", "model"}``: ``rows`` is ``rows_scored``; ``counts`` the rows failing
+        each check (a row failing two counts under both, and once in ``rows_quarantined``);
+        ``history`` is ``{"rows_in", "rows_used", "rows_dropped", "counts"}`` or None. Row counts
+        are read back from what was written, and ``rows_in == rows_scored + rows_quarantined`` is
+        checked on independent counts before the outputs are committed.
+
+    Raises
+    ------
+    SchemaError
+        A required column missing (before any work), or with ``strict`` any row failing a check.
 
     Examples
     --------
     >>> from daskml_scale.fraud import load_model, score
     >>> model = load_model("models/fraud")  # doctest: +SKIP
-    >>> score(model, day_ddf, out="scores/2025-02-01", history=last_month)  # doctest: +SKIP
-    {'alerts': 312, 'out': 'scores/2025-02-01', 'rows': 1000000, 'threshold': 0.93, ...}
+    >>> score(model, day_ddf, out="scores/2025-02-01", history=last_month,
+    ...       quarantine="quarantine/2025-02-01")  # doctest: +SKIP
+    {'alerts': 312, 'counts': {'invalid_timestamp': 2, ...}, 'rows_in': 1000003, 'rows_scored': 1000000,
+     'rows_quarantined': 3, ...}
     """
+    from ._quarantine import check_rows, raise_if_bad, summarize
+
     check_fitted(model, "model_columns_")
-    check_transactions(ddf, "score", label=False)
+    check_transactions(ddf, "score", label=False, dtypes=False)
     threshold = _check_threshold(model.threshold if threshold is None else threshold, "score")
-    hist = None if history is None else to_dask(history)
-    scored = model.predict_proba(to_dask(ddf), history=hist)
+    if not isinstance(strict, bool):
+        raise ParameterError(f"The 'strict' parameter of score must be a bool. Got {strict!r} instead.")
+    if quarantine is not None:
+        if out is None:
+            raise ParameterError(
+                "score: quarantine= needs out= (the scores and the quarantine are written together)."
+            )
+        if not _is_local(quarantine):
+            raise ParameterError(f"score writes atomically to local directories only; got {quarantine!r}.")
+        if Path(out).resolve() == Path(quarantine).resolve():
+            raise ParameterError("score: out and quarantine must be different directories.")
+    if history is not None:
+        check_transactions(history, "score (history)", label=False, dtypes=False)
+    batch = check_rows(to_dask(ddf), model, owner="score")
+    hist = None if history is None else check_rows(to_dask(history), model, owner="score (history)")
+    lazy_counts = [batch.counts] + ([hist.counts] if hist is not None else [])
+    if strict:
+        totals = compute(*lazy_counts, client=client)  # small: counts
+        raise_if_bad(summarize(totals[0], batch.rules), batch.rules, "score")
+        if hist is not None:
+            raise_if_bad(summarize(totals[1], hist.rules), hist.rules, "score", "history rows")
+    scored = model.predict_proba(batch.good, history=None if hist is None else hist.good)
     scored = scored.assign(**{S.IS_ALERT: scored[S.SCORE] >= threshold})
     # rows in transaction order inside each partition: a rerun writes byte-identical files
     scored = scored.map_partitions(_sorted_by_id, meta=scored._meta)
     if out is None:
         return scored
-    from ..io import write_parquet
-
-    write_parquet(scored, out, client=client)
     import dask.dataframe as dd
 
+    from ..data._clean import _parquet_rows
+    from ..io import atomic_dir
+
+    if not _is_local(out):
+        raise ArtifactError(
+            f"score writes atomically to local directories only; got {out!r}. Write locally and copy."
+        )
+    with (
+        atomic_dir(out) as tmp_out,
+        atomic_dir(quarantine) if quarantine is not None else contextlib.nullcontext() as tmp_q,
+    ):
+        tasks = [scored.to_parquet(str(tmp_out), write_index=False, compute=False)]
+        if tmp_q is not None:
+            tasks.append(batch.bad.to_parquet(str(tmp_q), write_index=False, compute=False))
+        # one pass: the scores, the quarantine and the counts (small)
+        res = compute(*tasks, *lazy_counts, client=client)[len(tasks) :]
+        report = summarize(res[0], batch.rules)
+        rows_scored = _parquet_rows(tmp_out)
+        rows_q = _parquet_rows(tmp_q) if tmp_q is not None else report["rows_bad"]
+        if report["rows_in"] != rows_scored + rows_q or rows_q != report["rows_bad"]:
+            raise DaskMLScaleError(
+                f"score: row conservation failed: {report['rows_in']} rows in, {rows_scored} scored + "
+                f"{rows_q} quarantined (expected {report['rows_bad']} quarantined). Nothing was "
+                "written; this is a bug, please report it."
+            )
     written = dd.read_parquet(str(out), columns=[S.IS_ALERT])
-    # small: two counts
-    rows, alerts = compute(written[S.IS_ALERT].count(), written[S.IS_ALERT].sum(), client=client)
+    # small: one count
+    (alerts,) = compute(written[S.IS_ALERT].sum(), client=client)
+    hist_report = None
+    if hist is not None:
+        h = summarize(res[1], hist.rules)
+        hist_report = {
+            "rows_in": h["rows_in"],
+            "rows_used": h["rows_in"] - h["rows_bad"],
+            "rows_dropped": h["rows_bad"],
+            "counts": h["counts"],
+        }
     return {
         "out": str(Path(out)),
-        "rows": int(rows),
+        "rows": rows_scored,
+        "rows_in": report["rows_in"],
+        "rows_scored": rows_scored,
+        "rows_quarantined": rows_q,
+        "conserved": True,
+        "counts": report["counts"],
+        "quarantine": None if quarantine is None else str(Path(quarantine)),
+        "history": hist_report,
         "alerts": int(alerts),
         "threshold": threshold,
         "model": type(model).__name__,

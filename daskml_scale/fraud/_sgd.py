@@ -6,10 +6,9 @@ import time
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from .. import schema as S
-from ..errors import ParameterError, check_fitted, check_in
+from ..errors import ParameterError, check_in
 from ._base import (
     FraudClassifierBase,
     active_client,
@@ -142,6 +141,16 @@ def _identity(x):
     return x
 
 
+def _live_workers(client, timeout: float = 60.0) -> list[str]:
+    """The cluster's workers, waiting (up to ``timeout`` s) for one while none is connected, e.g.
+    while a nanny restarts a worker: placing groups needs at least one."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        client.wait_for_workers(1, timeout=timeout)
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    return workers
+
+
 class SGDFraudClassifier(FraudClassifierBase):
     """Logistic regression trained by SGD over partitions, able to continue on each new day.
 
@@ -183,7 +192,14 @@ class SGDFraudClassifier(FraudClassifierBase):
         at most one group per non-empty partition). Default: one per worker, 2 without a client; set
         it for the same weights on clusters of any size.
     threshold : float
-        Probability at or above which a transaction is an alert.
+        Probability at or above which a transaction is an alert (on calibrated scores by default).
+    calibrate : bool
+        ``predict_proba`` gives probabilities corrected for the class weights and the negative
+        downsampling (prior correction: calibrated odds = raw odds * negative_rate * w0 / w1); False
+        gives the raw ``expit(margin)``. :meth:`decision_function` gives the raw margin either way.
+    negative_rate : float in (0, 1]
+        Fraction of the legitimate training rows kept (each chosen by a hash of its id and
+        ``random_state``); fraud rows and the validation part are all kept.
     random_state : int
 
     Attributes
@@ -231,6 +247,8 @@ class SGDFraudClassifier(FraudClassifierBase):
         valid_from=None,
         n_groups: int | None = None,
         threshold: float = 0.5,
+        calibrate: bool = True,
+        negative_rate: float = 1.0,
         random_state: int = 0,
     ):
         self.features = features
@@ -246,6 +264,8 @@ class SGDFraudClassifier(FraudClassifierBase):
         self.valid_from = valid_from
         self.n_groups = n_groups
         self.threshold = threshold
+        self.calibrate = calibrate
+        self.negative_rate = negative_rate
         self.random_state = random_state
 
     def _check_params(self):
@@ -418,7 +438,7 @@ class SGDFraudClassifier(FraudClassifierBase):
         # small: one count per partition
         (lengths,) = compute_small(scaled.map_partitions(len), client=client)
         lengths = [int(n) for n in lengths]
-        workers = [] if client is None else sorted(client.scheduler_info()["workers"])
+        workers = [] if client is None else _live_workers(client)
         n_groups = self.n_groups or (len(workers) if workers else 2)
         groups = _assign_groups(lengths, n_groups, self.random_state)
         if client is None:
@@ -470,18 +490,11 @@ class SGDFraudClassifier(FraudClassifierBase):
         return _average(results, state), sum(n for _, n in results)
 
     # ----------------------------------------------------------------------------- predict
-    def _predict_partition(self, pdf):
+    def _positive_weight(self) -> float:
+        cw = self.class_weight_
+        return 1.0 if cw is None else float(cw[1]) / float(cw[0])
+
+    def _margin_partition(self, pdf):
         X = (one_hot_matrix(pdf, self.numeric_columns_, self.categories_) - self.mean_) / self.scale_
         X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
-        return expit(X @ self.coef_[0] + self.intercept_[0])
-
-    def decision_function(self, X, history=None):
-        """Log-odds of fraud (pandas input only; see :meth:`predict_proba` for Dask)."""
-        check_fitted(self, "coef_")
-        if is_dask(X):
-            raise ParameterError(
-                "SGDFraudClassifier.decision_function takes pandas input; for Dask use predict_proba."
-            )
-        p = self.predict_proba(X, history=history)[:, 1]
-        with np.errstate(divide="ignore"):
-            return np.log(p) - np.log1p(-p)
+        return X @ self.coef_[0] + self.intercept_[0]

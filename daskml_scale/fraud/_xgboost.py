@@ -45,9 +45,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
     learning_rate, max_depth, min_child_weight, subsample, colsample_bytree, reg_lambda, max_bin
         xgboost tree parameters.
     scale_pos_weight : 'auto' or float
-        Weight of fraud rows; ``'auto'`` is negatives / positives of the training part. Scores are
-        then ranked well but inflated as probabilities; choose thresholds with
-        :func:`~daskml_scale.fraud.tune_threshold`.
+        Weight of fraud rows; ``'auto'`` is negatives / positives of the training part (after
+        ``negative_rate``). The weight inflates the model's raw odds by that factor; ``calibrate``
+        takes it out again.
     early_stopping_rounds : int or None
         Stop when the validation ``eval_metric`` has not improved for this many rounds; the model
         keeps the best iteration.
@@ -63,7 +63,16 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         Threads of in-memory training (pandas input); default all cores. With Dask input each
         worker uses its own threads.
     threshold : float
-        Probability at or above which a transaction is an alert.
+        Probability at or above which a transaction is an alert (on the scores ``predict_proba``
+        gives, so calibrated ones by default).
+    calibrate : bool
+        ``predict_proba`` (and so ``predict``, ``score``, ``tune_threshold``, the validation metrics)
+        gives probabilities corrected for the class weight and the negative downsampling (prior
+        correction: calibrated odds = raw odds * negative_rate / scale_pos_weight_). False gives the
+        booster's raw probabilities; :meth:`decision_function` gives the raw margin either way.
+    negative_rate : float in (0, 1]
+        Fraction of the legitimate training rows kept (each chosen by a hash of its id and
+        ``random_state``); fraud rows and the validation part are all kept.
     random_state : int
 
     Attributes
@@ -72,6 +81,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         The trained model, cut at the best iteration.
     best_iteration_ : int
     scale_pos_weight_ : float
+    prior_offset_ : float
+        ``log(scale_pos_weight_) - log(negative_rate)``: subtracted from the margin when calibrating.
     model_columns_ : list of str
         Columns of the model matrix, in order.
     categories_ : dict
@@ -112,6 +123,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         device: str = "cpu",
         n_jobs: int | None = None,
         threshold: float = 0.5,
+        calibrate: bool = True,
+        negative_rate: float = 1.0,
         random_state: int = 0,
     ):
         self.features = features
@@ -131,6 +144,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         self.device = device
         self.n_jobs = n_jobs
         self.threshold = threshold
+        self.calibrate = calibrate
+        self.negative_rate = negative_rate
         self.random_state = random_state
 
     # ----------------------------------------------------------------------------- fit
@@ -309,8 +324,18 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         state.pop("_cpu_booster", None)
         return state
 
-    def _predict_partition(self, pdf):
+    def _positive_weight(self) -> float:
+        return float(self.scale_pos_weight_)
+
+    def _margin_partition(self, pdf):
         X = model_frame(pdf, self.numeric_columns_, self.categories_)
+        booster = self._scoring_booster()
+        return booster.inplace_predict(X, predict_type="margin", validate_features=False).astype("float64")
+
+    def _predict_partition(self, pdf):
+        if self.calibrate:
+            return super()._predict_partition(pdf)
+        X = model_frame(pdf, self.numeric_columns_, self.categories_)  # xgboost's own probabilities
         return self._scoring_booster().inplace_predict(X, validate_features=False)
 
     def model_input(self, X, history=None):
