@@ -306,3 +306,63 @@ def test_distributed_clean_matches_sync(planted, client, spread, tmp_path):
     ts.assert_spread()
     with_sync = clean(ddf, TRANSACTIONS, **KW).report
     assert res.report.counts == with_sync.counts and res.report.rows_out == with_sync.rows_out
+
+
+def _counted(frames):
+    """A dask DataFrame of these partitions, and a dict counting how often each partition is built."""
+    calls: dict = {}
+
+    def load(i):
+        calls[i] = calls.get(i, 0) + 1
+        return frames[i]
+
+    return dd.from_map(load, list(range(len(frames))), meta=frames[0].iloc[:0]), calls
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_clean_with_impute_and_clip_reads_the_input_once(planted, write, tmp_path):
+    """The spec is learned in the same pass as the counts and the writes, not in a pass of its own."""
+    base, _, _ = planted
+    frames = [base.iloc[:1000].copy(), base.iloc[1000:2000].copy(), base.iloc[2000:].copy()]
+    frames[0].loc[frames[0].index[:3], "V1"] = np.nan
+    frames[2] = pd.concat([frames[2], frames[0].iloc[:5]])  # cross-partition duplicates
+    ddf, calls = _counted([f.reset_index(drop=True) for f in frames])
+    kw = {"out": tmp_path / "o", "quarantine_out": tmp_path / "q"} if write else {}
+    res = clean(ddf, TRANSACTIONS, impute="median", clip=(0.01, 0.99), **kw)
+    assert calls == {0: 1, 1: 1, 2: 1}
+    assert set(res.spec.impute) == {"V1"} and set(res.spec.clip) == {"V1"}
+    # the spec applied is the one learned: same values as learning first, then applying it
+    again = clean(_from_frames(frames), TRANSACTIONS, spec=res.spec).clean.compute()
+    got = res.clean.compute()
+    lo, hi = res.spec.clip["V1"]
+    assert got["V1"].notna().all() and got["V1"].between(lo, hi).all()
+    pd.testing.assert_series_equal(
+        got.sort_values("transaction_id")["V1"].reset_index(drop=True),
+        again.sort_values("transaction_id")["V1"].reset_index(drop=True),
+    )
+    assert res.report.counts["duplicate_transaction_id"] == 5
+
+
+@pytest.mark.parametrize("key", [["transaction_id"], ["user_id", "item_id", "timestamp"]])
+def test_first_copy_order_matches_a_full_sort(key):
+    """The numpy ordering (argsort of ids, then only the runs of equal ids) equals pandas' full sort."""
+    from daskml_scale.data._validate import DUP, ORDER, build_rules, mark_frame
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    if key == ["transaction_id"]:
+        df = make_transactions(n, seed=2).compute().reset_index(drop=True)
+        df["transaction_id"] = rng.integers(0, 800, n)  # many copies of each id
+        df["timestamp"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 50, n), unit="s")
+        schema = TRANSACTIONS
+    else:
+        df = make_interactions(n, n_users=20, n_items=20, seed=2).compute().reset_index(drop=True)
+        df["timestamp"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 5, n), unit="s")
+        schema = INTERACTIONS
+    rules = build_rules(dd.from_pandas(df, npartitions=1), schema)
+    time_col = [] if "timestamp" in key else ["timestamp"]
+    df[ORDER] = rng.permutation(n).astype(np.int64)  # arrival order in a shuffled partition is arbitrary
+    got = mark_frame(df.sample(frac=1, random_state=1), rules)
+    expected = df.sort_values(key + time_col + [ORDER], kind="stable")
+    np.testing.assert_array_equal(got[ORDER].to_numpy(), expected[ORDER].to_numpy())
+    np.testing.assert_array_equal(got[DUP].to_numpy(), expected.duplicated(key).to_numpy())

@@ -23,14 +23,12 @@ from .. import schema as S
 from ..cluster import compute
 from ..errors import DaskMLScaleError, ParameterError, check_in
 from ..io import _is_local, atomic_dir
-from ._quantiles import approx_quantiles
+from ._quantiles import quantile_summary, quantiles_from_summary
 from ._validate import (
     DUP,
-    FIX,
     HELPERS,
     MASK,
-    PART,
-    ROW,
+    ORDER,
     Rules,
     ValidationReport,
     annotate,
@@ -38,6 +36,7 @@ from ._validate import (
     counts,
     mark_duplicates,
     report_counts,
+    source_position,
     token,
 )
 
@@ -155,12 +154,13 @@ def _default_features(ddf, schema):
     ]
 
 
-def _fit_spec(valid, columns, impute, clip, client) -> CleaningSpec:
+def _spec_from_summary(summary, columns, impute, clip) -> CleaningSpec:
+    """The CleaningSpec learned from a computed quantile summary of the valid rows."""
     spec = CleaningSpec(quantiles=list(clip) if clip else None)
     if not columns:
         return spec
     qs = ([0.5] if impute else []) + (list(clip) if clip else [])
-    q = approx_quantiles(valid, columns, qs, client=client)
+    q = quantiles_from_summary(summary, columns, qs)
     for col in columns:
         vals = dict(zip(qs, q[col]))
         if impute:
@@ -180,14 +180,20 @@ def _final_dtypes(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
 
 
 def _finish_clean(df, rules: Rules, spec: CleaningSpec):
-    df = df.drop(columns=[c for c in (*HELPERS, DUP) if c in df.columns])
+    df = df.drop(columns=[c for c in (*HELPERS, ORDER, DUP) if c in df.columns])
     return spec.apply_frame(_final_dtypes(df, rules))
 
 
 def _reason_strings(mask: np.ndarray, rules: Rules) -> np.ndarray:
+    """``";"``-joined tokens of each row's failed checks: built once per distinct mask, then gathered."""
+    if not len(mask):
+        return np.array([], dtype=object)
     tokens = [token(r, c) for r, c in rules.checks]
-    names = {int(m): ";".join(t for i, t in enumerate(tokens) if (int(m) >> i) & 1) for m in np.unique(mask)}
-    return np.array([names[int(m)] for m in mask], dtype=object) if len(mask) else np.array([], dtype=object)
+    distinct, inverse = np.unique(mask, return_inverse=True)
+    names = np.array(
+        [";".join(t for i, t in enumerate(tokens) if (int(m) >> i) & 1) for m in distinct], dtype=object
+    )
+    return names[inverse.reshape(-1)]
 
 
 def _finish_quarantine(df, rules: Rules, duplicate: bool):
@@ -195,10 +201,27 @@ def _finish_quarantine(df, rules: Rules, duplicate: bool):
         reason = np.full(len(df), rules.duplicate_token, dtype=object)
     else:
         reason = _reason_strings(df[MASK].to_numpy(), rules)
-    out = df.drop(columns=[c for c in (MASK, FIX, DUP) if c in df.columns])
-    out = out.rename(columns={PART: SOURCE_PARTITION, ROW: SOURCE_ROW})
+    part, row = source_position(df)
+    out = df.drop(columns=[c for c in (*HELPERS, ORDER, DUP) if c in df.columns])
+    out[SOURCE_PARTITION] = part
+    out[SOURCE_ROW] = row
     out[S.REASON] = pd.array(reason, dtype="str")
     return out
+
+
+def _to_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write one frame (pyarrow, snappy like pandas' default); dictionary encoding only for strings,
+    where it pays: on unique ids and continuous floats it is tried, overflows and is thrown away."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    strings = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+    ]
+    pq.write_table(table, str(path), use_dictionary=strings or False)
 
 
 def _parquet_rows(path: Path) -> int:
@@ -229,8 +252,10 @@ def clean(
 
     The checks are those of :func:`validate`. Clean rows get canonical dtypes (int64 ids, float64
     amounts, datetime64[ns] timestamps, int64 labels, lower-case stripped categories). With
-    ``duplicates=True`` the clean rows are hash-partitioned by key (one shuffle) and sorted by key
-    and time inside each partition; otherwise the input partitioning is kept.
+    ``duplicates=True`` the clean rows are hash-partitioned by key (one shuffle of the valid rows,
+    without the bookkeeping columns but one int64 of source order) and sorted by key and time inside
+    each partition (an ``argsort`` of the key, then only the runs of equal keys by time and order);
+    otherwise the input partitioning is kept.
 
     Parameters
     ----------
@@ -250,6 +275,12 @@ def clean(
     out, quarantine_out : path, optional
         Local directories: write both as parquet atomically in the same pass that counts. Without
         them the report is computed now (one pass) and the returned collections stay lazy.
+
+        Passes over the input: **one** in every case (counts, quantile summary for ``impute``/
+        ``clip``, shuffle and writes share it; the writers receive the summary, as they run after
+        the shuffle anyway), except ``impute``/``clip`` with ``out=`` and ``duplicates=False``:
+        there no shuffle separates reading from writing, so the spec is learned in a first pass
+        rather than holding every partition until it is known (two passes).
     npartitions : int, optional
         Partitions of the shuffle by key (default: as the input).
     client : distributed.Client, optional
@@ -307,34 +338,44 @@ def clean(
     ann = annotate(ddf, rules)
     valid = ann[ann[MASK] == 0]
     bad = ann[ann[MASK] != 0]
-    if spec is None:
-        spec = _fit_spec(valid, feats, impute, clip, client) if (impute or clip) else CleaningSpec()
-
     dedupe = duplicates and bool(rules.key)
+    learn = (feats, impute, clip) if spec is None and (impute or clip) else None
+    summary = quantile_summary(valid, feats) if learn and feats else None
+    if learn is None and spec is None:
+        spec = CleaningSpec()
+    elif learn is not None and (summary is None or (out is not None and not dedupe)):
+        # without a shuffle, writers that waited for the spec would hold every partition: learn first
+        (s,) = compute(summary, client=client) if summary is not None else (None,)  # small: summary
+        spec, learn, summary = _spec_from_summary(s, *learn), None, None
+    # else: the spec is learned in the same pass (the summary is computed with the counts, or, with
+    # out=, handed to the writers, which run after the shuffle anyway)
+
     qmeta = _finish_quarantine(ann._meta.iloc[:0], rules, False)
     qparts = [bad.map_partitions(_finish_quarantine, rules, False, meta=qmeta)]
     if dedupe:
-        marked = mark_duplicates(valid, rules, npartitions)
+        marked = mark_duplicates(ann, rules, npartitions)
         keep, dups = marked[~marked[DUP]], marked[marked[DUP]]
         qparts.append(dups.map_partitions(_finish_quarantine, rules, True, meta=qmeta))
         n_dup = marked[DUP].sum()
     else:
         keep, n_dup = valid, None
-    cmeta = _finish_clean(ann._meta.iloc[:0].copy(), rules, spec)
-    clean_ddf = keep.map_partitions(_finish_clean, rules, spec, meta=cmeta)
     quarantine = dd.concat(qparts) if len(qparts) > 1 else qparts[0]
     total_lazy = counts(ann, rules)
-    lazies = [total_lazy] + ([n_dup] if dedupe else [])
+    lazies = [total_lazy] + ([n_dup] if dedupe else []) + ([summary] if summary is not None else [])
 
     if out is None:
         res = compute(
             *lazies,
-            clean_ddf.map_partitions(len).sum(),
+            keep.map_partitions(len).sum(),
             quarantine.map_partitions(len).sum(),
             client=client,
-        )  # small: counts
+        )  # small: counts and the quantile summary
+        if summary is not None:
+            spec = _spec_from_summary(res[len(lazies) - 1], *learn)
         rows_out, rows_q = int(res[-2]), int(res[-1])
         report = _report(rules, res[0], res[1] if dedupe else None, rows_out, rows_q, spec)
+        cmeta = _finish_clean(ann._meta.iloc[:0].copy(), rules, spec)
+        clean_ddf = keep.map_partitions(_finish_clean, rules, spec, meta=cmeta)
         return CleanResult(clean_ddf, quarantine, report)
 
     # one writer task per partition on each side, so that no partition waits in memory for a second
@@ -344,26 +385,35 @@ def clean(
         dirs = (str(tmp_out), str(tmp_q))
         w_bad = bad.map_partitions(_write_split, *dirs, "bad", rules, spec, meta=wmeta)
         w_ok = (marked if dedupe else valid).map_partitions(
-            _write_split, *dirs, "ok", rules, spec, meta=wmeta
+            _write_split, *dirs, "ok", rules, spec, summary, learn, meta=wmeta, align_dataframes=False
         )
-        res = compute(total_lazy, w_bad, w_ok, client=client)  # small: one row of counts per partition
+        extra = [summary] if summary is not None else []
+        res = compute(total_lazy, w_bad, w_ok, *extra, client=client)  # small: counts, summary
+        if summary is not None:
+            spec = _spec_from_summary(res[-1], *learn)
         n_dup_written = int(res[2]["dups"].sum()) if dedupe else None
         report = _report(rules, res[0], n_dup_written, _parquet_rows(tmp_out), _parquet_rows(tmp_q), spec)
     return CleanResult(dd.read_parquet(str(out)), dd.read_parquet(str(quarantine_out)), report)
 
 
-def _write_split(df, out_dir, q_dir, side, rules: Rules, spec: CleaningSpec, partition_info=None):
-    """Write one partition's rows: quarantined ones (side "bad"), or clean ones and later duplicates."""
+def _write_split(df, out_dir, q_dir, side, rules: Rules, spec, summary=None, learn=None, partition_info=None):
+    """Write one partition's rows: quarantined ones (side "bad"), or clean ones and later duplicates.
+
+    ``summary`` (a computed quantile summary, given whole to every task) and ``learn`` (columns,
+    impute, clip) replace ``spec`` when the spec is learned in the same pass.
+    """
     i = 0 if partition_info is None else int(partition_info["number"])
+    if summary is not None:
+        spec = _spec_from_summary(summary, *learn)
     if side == "bad":
         q = _finish_quarantine(df, rules, False)
-        q.to_parquet(Path(q_dir) / f"bad.{i:06d}.parquet", index=False)  # even empty: fixes the schema
+        _to_parquet(q, Path(q_dir) / f"bad.{i:06d}.parquet")  # even empty: fixes the schema
         return pd.DataFrame({"rows": [len(q)], "dups": [0]}, dtype="int64")
     dup = df[DUP].to_numpy(dtype=bool) if DUP in df.columns else np.zeros(len(df), dtype=bool)
     keep = _finish_clean(df[~dup], rules, spec)
-    keep.to_parquet(Path(out_dir) / f"part.{i:06d}.parquet", index=False)
+    _to_parquet(keep, Path(out_dir) / f"part.{i:06d}.parquet")
     if dup.any():
-        _finish_quarantine(df[dup], rules, True).to_parquet(Path(q_dir) / f"dup.{i:06d}.parquet", index=False)
+        _to_parquet(_finish_quarantine(df[dup], rules, True), Path(q_dir) / f"dup.{i:06d}.parquet")
     return pd.DataFrame({"rows": [len(keep)], "dups": [int(dup.sum())]}, dtype="int64")
 
 

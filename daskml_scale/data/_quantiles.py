@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..cluster import compute
 
-__all__ = ["approx_quantiles"]
+__all__ = ["approx_quantiles", "quantile_summary", "quantiles_from_summary"]
 
 K = 2000
 _META = pd.DataFrame(
@@ -63,17 +63,13 @@ def _combine(df: pd.DataFrame) -> pd.DataFrame:
     return _frame(parts)
 
 
-def approx_quantiles(ddf: dd.DataFrame, cols: list[str], qs: list[float], *, client=None) -> dict:
-    """``{column: [quantile at q for q in qs]}`` over finite values (NaN for a column with none).
+def quantile_summary(ddf: dd.DataFrame, cols: list[str]) -> dd.DataFrame:
+    """Lazy mergeable summary of ``cols`` (one partition, at most ``K`` points per column).
 
-    Examples
-    --------
-    >>> import pandas as pd, dask.dataframe as dd
-    >>> ddf = dd.from_pandas(pd.DataFrame({"x": range(101)}), npartitions=3)
-    >>> approx_quantiles(ddf, ["x"], [0.5])
-    {'x': [50.0]}
+    Being lazy, it can be computed in the same graph as other work on ``ddf`` (one read for both),
+    or passed to a ``map_partitions`` (a one-partition frame is given whole to every task).
     """
-    lazy = ddf[cols].reduction(
+    return ddf[list(cols)].reduction(
         _chunk,
         aggregate=_combine,
         combine=_combine,
@@ -81,7 +77,10 @@ def approx_quantiles(ddf: dd.DataFrame, cols: list[str], qs: list[float], *, cli
         meta=_META,
         split_every=8,
     )
-    (summary,) = compute(lazy, client=client)  # small: at most K points per column
+
+
+def quantiles_from_summary(summary: pd.DataFrame, cols: list[str], qs: list[float]) -> dict:
+    """``{column: [quantile at q for q in qs]}`` from a computed :func:`quantile_summary`."""
     out = {}
     for c in cols:
         g = summary[summary["column"] == c]
@@ -92,3 +91,17 @@ def approx_quantiles(ddf: dd.DataFrame, cols: list[str], qs: list[float], *, cli
         mid = np.cumsum(w) - 0.5 * w
         out[c] = [float(x) for x in np.interp(np.asarray(qs) * w.sum(), mid, v)]
     return out
+
+
+def approx_quantiles(ddf: dd.DataFrame, cols: list[str], qs: list[float], *, client=None) -> dict:
+    """``{column: [quantile at q for q in qs]}`` over finite values (NaN for a column with none).
+
+    Examples
+    --------
+    >>> import pandas as pd, dask.dataframe as dd
+    >>> ddf = dd.from_pandas(pd.DataFrame({"x": range(101)}), npartitions=3)
+    >>> approx_quantiles(ddf, ["x"], [0.5])
+    {'x': [50.0]}
+    """
+    (summary,) = compute(quantile_summary(ddf, cols), client=client)  # small: at most K points per column
+    return quantiles_from_summary(summary, cols, qs)

@@ -26,6 +26,7 @@ from ._readers import _meta_for, coerce_frame, plan_coercion
 __all__ = ["ValidationReport", "validate"]
 
 MASK, FIX, PART, ROW, DUP = "_dms_mask", "_dms_fix", "_dms_part", "_dms_row", "_dms_dup"
+ORDER = "_dms_order"  # partition << 32 | row, in shuffled frames
 HELPERS = (MASK, FIX, PART, ROW)
 
 
@@ -142,50 +143,107 @@ def build_rules(
     return Rules(schema, plan, tuple(checks), tuple(fixes), clean_bounds, allowed, key, order, time_unit)
 
 
-def _row_checks(df: pd.DataFrame, rules: Rules) -> tuple[np.ndarray, np.ndarray]:
-    """Bitmask of failed checks, and bitmask of repaired category columns, for one coerced partition."""
+def _float_values(s: pd.Series) -> np.ndarray:
+    if isinstance(s.dtype, np.dtype) and s.dtype == np.float64:
+        return s.to_numpy()  # no copy
+    return s.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _isna(s: pd.Series) -> np.ndarray:
+    if isinstance(s.dtype, np.dtype):
+        if s.dtype.kind in "iub":  # numpy ints and bools hold no missing values
+            return np.zeros(len(s), dtype=bool)
+        if s.dtype.kind in "Mm":
+            return np.isnat(s.to_numpy())
+    return s.isna().to_numpy(dtype=bool)
+
+
+class _Category:
+    """One category column, factorised: ``strip().lower()`` and the checks run on distinct values only."""
+
+    def __init__(self, s: pd.Series):
+        self.s = s
+        self.codes, uniques = pd.factorize(s)  # missing -> -1
+        raw = pd.Series(uniques, dtype=s.dtype)
+        self.norm = raw.str.strip().str.lower()
+        self.differs = self._gather((self.norm != raw).to_numpy(dtype=bool, na_value=False))
+
+    def _gather(self, per_value: np.ndarray) -> np.ndarray:
+        return np.append(per_value, False)[self.codes]  # code -1 (missing) -> False
+
+    def unknown(self, allowed) -> np.ndarray:
+        return self._gather(~self.norm.isin(allowed).to_numpy(dtype=bool, na_value=False))
+
+    def normalized(self) -> pd.Series:
+        return pd.Series(self.norm.array.take(self.codes, allow_fill=True), index=self.s.index)
+
+
+def _row_checks(
+    df: pd.DataFrame, rules: Rules, normalized: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bitmask of failed checks, and bitmask of repaired category columns, for one coerced partition.
+
+    Vectorised: one numpy pass per check; a float column is converted once for all its checks and a
+    category column normalised once (``normalized``, when given, receives ``{column: (norm, differs)}``
+    so that the caller reuses them instead of normalising again). Category columns are factorised
+    first, so ``strip().lower()`` and ``allowed`` run once per distinct value, not once per row.
+    """
     n = len(df)
     mask = np.zeros(n, dtype=np.int64)
+    floats: dict = {}
+    cats = {} if normalized is None else normalized
+
+    def fv(col):
+        if col not in floats:
+            floats[col] = _float_values(df[col])
+        return floats[col]
+
+    def nv(col):
+        if col not in cats:
+            cats[col] = _Category(df[col])
+        return cats[col]
+
     for bit, (rule, col) in enumerate(rules.checks):
         s = df[col]
         if rule == "missing" or (rule == "invalid" and rules.schema.kind(col) == "datetime"):
-            bad = s.isna().to_numpy()
+            bad = _isna(s)
         elif rule == "invalid":  # label
-            v = s.to_numpy(dtype="float64", na_value=np.nan)
-            bad = ~((v == 0.0) | (v == 1.0))
+            if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+                v = s.to_numpy()
+                bad = (v != 0) & (v != 1)
+            else:
+                v = fv(col)
+                bad = ~((v == 0.0) | (v == 1.0))
         elif rule == "nonfinite":
-            bad = ~np.isfinite(s.to_numpy(dtype="float64", na_value=np.nan))
+            bad = ~np.isfinite(fv(col))
         elif rule == "negative":
-            bad = s.to_numpy(dtype="float64", na_value=np.nan) < 0
+            bad = fv(col) < 0
         elif rule == "inconsistent":
-            bad = (s.notna() & (s.str.strip().str.lower() != s)).to_numpy(dtype=bool, na_value=False)
+            bad = nv(col).differs
         elif rule == "unknown":
-            bad = (s.notna() & ~s.str.strip().str.lower().isin(rules.allowed[col])).to_numpy(
-                dtype=bool, na_value=False
-            )
+            bad = nv(col).unknown(rules.allowed[col])
         else:  # out_of_bounds
             lo, hi = rules.bounds[col]
+            bad = np.zeros(n, dtype=bool)
             if pd.api.types.is_datetime64_any_dtype(s.dtype):
-                v = s
-                bad = np.zeros(n, dtype=bool)
                 if lo is not None:
-                    bad |= (v < lo).to_numpy(dtype=bool, na_value=False)
+                    bad |= (s < lo).to_numpy(dtype=bool, na_value=False)
                 if hi is not None:
-                    bad |= (v > hi).to_numpy(dtype=bool, na_value=False)
+                    bad |= (s > hi).to_numpy(dtype=bool, na_value=False)
             else:
-                v = s.to_numpy(dtype="float64", na_value=np.nan)
+                v = fv(col)
                 v = np.where(np.isfinite(v), v, np.nan)  # non-finite values have their own rule
-                bad = np.zeros(n, dtype=bool)
                 if lo is not None:
                     bad |= v < float(lo)
                 if hi is not None:
                     bad |= v > float(hi)
-        mask |= np.asarray(bad, dtype=np.int64) << bit
+        if bad.any():  # usually few rows: set their bit only
+            mask[bad] |= np.int64(1) << bit
     fixed = np.zeros(n, dtype=np.int64)
     for bit, col in enumerate(rules.fixes):
-        s = df[col]
-        bad = (s.notna() & (s.str.strip().str.lower() != s)).to_numpy(dtype=bool, na_value=False)
-        fixed |= bad.astype(np.int64) << bit
+        bad = nv(col).differs
+        if bad.any():
+            fixed[bad] |= np.int64(1) << bit
     return mask, fixed
 
 
@@ -193,9 +251,11 @@ def annotate_frame(df: pd.DataFrame, rules: Rules, partition_info=None) -> pd.Da
     """Coerce one partition, normalise categories, and add the check mask, partition and row number."""
     part = 0 if partition_info is None else int(partition_info["number"])
     df = coerce_frame(df, rules.plan, rules.time_unit)
-    mask, fixed = _row_checks(df, rules)
+    cats: dict = {}
+    mask, fixed = _row_checks(df, rules, cats)
     for col in rules.fixes:
-        df[col] = df[col].str.strip().str.lower()
+        if cats[col].differs.any():  # else the column is already normal: keep it as it is
+            df[col] = cats[col].normalized()
     df[MASK] = mask
     df[FIX] = fixed
     df[PART] = np.full(len(df), part, dtype=np.int64)
@@ -234,18 +294,117 @@ def counts(ann: dd.DataFrame, rules: Rules):
     return ann.map_partitions(count_frame, rules, meta=meta, enforce_metadata=False).sum()
 
 
+def to_shuffle_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The valid rows of an annotated partition as they travel through the shuffle.
+
+    One step: rows with a non-zero mask dropped, the mask and repair bits dropped (known: 0, and
+    already counted), partition and row packed into one int64 ``ORDER`` (``part << 32 | row``).
+    """
+    keep = df[MASK].to_numpy() == 0
+    order = (df[PART].to_numpy(dtype=np.int64) << 32) | df[ROW].to_numpy(dtype=np.int64)
+    out = df.drop(columns=list(HELPERS))
+    out[ORDER] = order
+    return out if keep.all() else out[keep]
+
+
+def source_position(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(partition, row) where each row was read: from ``PART``/``ROW``, or unpacked from ``ORDER``."""
+    if ORDER in df.columns:
+        order = df[ORDER].to_numpy(dtype=np.int64)
+        return order >> 32, order & 0xFFFFFFFF
+    return df[PART].to_numpy(dtype=np.int64), df[ROW].to_numpy(dtype=np.int64)
+
+
+def _sort_codes(s: pd.Series) -> np.ndarray:
+    """int64 codes that order like the values of a key column without missing values (valid rows)."""
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuMm":
+        return (
+            s.to_numpy().view(np.int64) if s.dtype.kind in "Mm" else s.to_numpy().astype(np.int64, copy=False)
+        )
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return s.to_numpy(dtype=np.int64)
+    return pd.factorize(s, sort=True)[0].astype(np.int64, copy=False)
+
+
+def first_copy_order(df: pd.DataFrame, rules: Rules) -> tuple[np.ndarray, np.ndarray]:
+    """The permutation sorting valid rows by (key, timestamp, source order), and the later copies.
+
+    Returns ``(order, dup)``: ``df.take(order)`` is sorted by the key, then the timestamp, then where
+    the row was read (partition, row); ``dup[i]`` says that sorted row ``i`` repeats the key of sorted
+    row ``i - 1``. Only the key columns are sorted (numpy, not the whole frame). For a single integer
+    key the sort is one ``argsort`` of the ids, and only the runs of equal ids (the duplicates, few)
+    are then sorted by timestamp and order.
+    """
+    n = len(df)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    keys = [_sort_codes(df[c]) for c in rules.key]
+    time_col = rules.order[len(rules.key)] if len(rules.order) > len(rules.key) + 2 else None
+    ties = []  # least significant first, for lexsort
+    if ORDER in df.columns:
+        ties.append(df[ORDER].to_numpy(dtype=np.int64))
+    else:
+        ties += [df[ROW].to_numpy(dtype=np.int64), df[PART].to_numpy(dtype=np.int64)]
+    if time_col is not None:
+        ties.append(_sort_codes(df[time_col]))
+    if len(keys) == 1:
+        k = keys[0]
+        perm = np.argsort(k)  # ties need no stability: their runs are sorted next
+        sk = k[perm]
+        same = sk[1:] == sk[:-1]
+        if same.any():
+            in_run = np.zeros(n, dtype=bool)
+            in_run[1:] |= same
+            in_run[:-1] |= same
+            pos = np.flatnonzero(in_run)  # runs of equal ids, contiguous and in id order
+            sub = perm[pos]
+            sub = sub[np.lexsort([t[sub] for t in ties] + [k[sub]])]
+            perm[pos] = sub
+    else:
+        perm = np.lexsort(ties + keys[::-1])
+        same = np.ones(n - 1, dtype=bool)
+        for k in keys:
+            sk = k[perm]
+            same &= sk[1:] == sk[:-1]
+    dup = np.zeros(n, dtype=bool)
+    dup[1:] = same
+    return perm, dup
+
+
 def mark_frame(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """Sort one shuffled partition by (key, timestamp, partition, row); flag later copies of a key."""
-    df = df.sort_values(list(rules.order), kind="stable", na_position="last")
-    df[DUP] = df.duplicated(subset=list(rules.key), keep="first").to_numpy()
+    perm, dup = first_copy_order(df, rules)
+    df = df.take(perm)
+    df[DUP] = dup
     return df
 
 
-def mark_duplicates(valid: dd.DataFrame, rules: Rules, npartitions: int | None = None) -> dd.DataFrame:
-    """Shuffle valid rows by key (no ids reach the client) and flag every copy after the first."""
-    shuffled = valid.shuffle(on=list(rules.key), npartitions=npartitions or valid.npartitions)
-    meta = valid._meta.assign(**{DUP: np.bool_(False)}).iloc[:0]
+def mark_duplicates(ann: dd.DataFrame, rules: Rules, npartitions: int | None = None) -> dd.DataFrame:
+    """Shuffle the valid rows of ``ann`` (annotated) by key and flag every copy after the first.
+
+    What travels is :func:`to_shuffle_frame`: the row's columns and one int64 of source order. No
+    ids reach the client.
+    """
+    slim = ann.map_partitions(to_shuffle_frame, meta=to_shuffle_frame(ann._meta))
+    shuffled = slim.shuffle(on=list(rules.key), npartitions=npartitions or ann.npartitions)
+    meta = slim._meta.assign(**{DUP: np.bool_(False)}).iloc[:0]
     return shuffled.map_partitions(mark_frame, rules, meta=meta, enforce_metadata=False)
+
+
+def _dup_count_frame(df: pd.DataFrame, key: list) -> pd.DataFrame:
+    return pd.DataFrame({"dups": [int(df.duplicated(subset=key).sum()) if len(df) else 0]}, dtype="int64")
+
+
+def count_duplicates(valid: dd.DataFrame, rules: Rules, npartitions: int | None = None):
+    """Lazy count of later copies among valid rows: rows minus distinct keys, per key bucket.
+
+    Which copy is *first* does not change how many copies are *later*, so only the key columns are
+    shuffled (8 bytes per row for one integer id), and nothing is sorted.
+    """
+    key = list(rules.key)
+    shuffled = valid[key].shuffle(on=key, npartitions=npartitions or valid.npartitions)
+    meta = pd.DataFrame({"dups": pd.Series([], dtype="int64")})
+    return shuffled.map_partitions(_dup_count_frame, key, meta=meta, enforce_metadata=False)["dups"].sum()
 
 
 @dataclass
@@ -375,8 +534,9 @@ def validate(
     ``inconsistent_<column>`` with ``categories="quarantine"``), categories outside ``allowed``
     (``unknown_<column>``), values outside ``bounds`` (``out_of_bounds_<column>``), and later copies
     of a key among otherwise valid rows (``duplicate_transaction_id``; ``duplicate_interaction`` on
-    ``user_id, item_id, timestamp``). Duplicates need a shuffle by key; the ids never reach the
-    client. Nothing is written.
+    ``user_id, item_id, timestamp``). One pass over the input. Duplicates need a shuffle, of the key
+    columns of the valid rows only (their count is rows minus distinct keys, whichever copy is
+    first); the ids never reach the client. Nothing is written.
 
     Parameters
     ----------
@@ -417,8 +577,8 @@ def validate(
     ann = annotate(ddf, rules)
     total_lazy = counts(ann, rules)
     if duplicates and rules.key:
-        marked = mark_duplicates(ann[ann[MASK] == 0], rules)
-        total, n_dup = compute(total_lazy, marked[DUP].sum(), client=client)  # small: counts
+        n_dup_lazy = count_duplicates(ann[ann[MASK] == 0], rules)
+        total, n_dup = compute(total_lazy, n_dup_lazy, client=client)  # small: counts
     else:
         (total,) = compute(total_lazy, client=client)  # small: counts
         n_dup = None
