@@ -175,10 +175,17 @@ def test_xgboost_distributed_parity_with_in_memory_booster(client, spread, small
     via_dask = xgb.dask.predict(client, model.booster_, X_dask).compute()
     np.testing.assert_allclose(via_dask, local, rtol=1e-6)
     # and our lazy per-partition scoring gives the same numbers (issue 13: calibrated by default, so
-    # the booster's margin minus the prior offset of scale_pos_weight)
+    # Platt's a, b, fitted on the cluster over the validation part, on the booster's margin minus the
+    # prior offset of scale_pos_weight)
     ours = model.predict_proba(ddf).compute().set_index("transaction_id").loc[small.transaction_id, "score"]
     margin = model.booster_.inplace_predict(X_local, predict_type="margin")
-    np.testing.assert_allclose(ours.to_numpy(), 1 / (1 + np.exp(-(margin - model.prior_offset_))), rtol=1e-5)
+    cal = model.calibration_
+    assert cal["method"] == "platt" and cal["n_rows"] == model.n_valid_
+    z = cal["a"] * (margin - model.prior_offset_) + cal["b"]
+    np.testing.assert_allclose(ours.to_numpy(), 1 / (1 + np.exp(-z)), rtol=1e-5)
+    # the validation fraud rate is matched where Platt was fitted (its intercept equation)
+    valid = (small.timestamp >= pd.Timestamp(model.valid_from_)).to_numpy()
+    assert ours.to_numpy()[valid].mean() == pytest.approx(small.is_fraud[valid].mean(), rel=1e-4)
     # SHAP values per partition, lazily
     contrib = model.feature_contributions(ddf)
     assert contrib.npartitions == 3

@@ -8,6 +8,7 @@ user and compute per-user values inside partitions. Every metric takes ``compute
 (``daskml_scale.compute(a, b)``).
 """
 
+from ._calibration import expected_calibration_error
 from ._classification import (
     average_precision_score,
     brier_score_loss,
@@ -33,6 +34,7 @@ __all__ = [
     "calibration_curve",
     "choose_threshold",
     "classification_metrics",
+    "expected_calibration_error",
     "expected_cost",
     "gain_curve",
     "leave_last_n_split",

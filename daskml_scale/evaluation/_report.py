@@ -116,10 +116,13 @@ class Report:
 
         Notes
         -----
-        ``metrics`` adds ``recall@fpr=<target_fpr>``, ``distinct_scores`` (exact), and how the run
+        ``metrics`` adds ``recall@fpr=<target_fpr>``, ``ece`` (expected calibration error over the
+        reliability plot's 10 equal-width bins, only when every score is in [0, 1]: see
+        :func:`expected_calibration_error`), ``distinct_scores`` (exact), and how the run
         was split: ``score_ranges`` (number of ranges), ``passes`` (binning passes) and
         ``max_range_scores`` (the most distinct scores any one task held).
         """
+        from ._calibration import ece_from_bins
         from ._classification import _Source
         from ._curves import _calibration_table, _distribution_table, _gain_table, _pr_table, _roc_table
         from ._histogram import check_threshold, warn_undefined
@@ -154,6 +157,8 @@ class Report:
         }
         if m["score_min"] >= 0 and m["score_max"] <= 1:
             tables["calibration"] = _calibration_table(*res["calibration"])
+            # the reliability plot's bins (10 of equal width), reduced on the workers
+            m["ece"] = ece_from_bins(*res["calibration"][:3])
         return Report("classification", m, tables, title)
 
     @classmethod
@@ -240,8 +245,11 @@ class Report:
                 c = tb["calibration"]
                 ax.plot([0, 1], [0, 1], ls=":", c="grey")
                 ax.plot(c["prob_pred"], c["prob_true"], marker="o", lw=1.5)
+                ece = self.metrics.get("ece")
                 ax.set(
-                    xlabel="mean predicted probability", ylabel="observed positive rate", title="Calibration"
+                    xlabel="mean predicted probability",
+                    ylabel="observed positive rate",
+                    title="Calibration" if ece is None else f"Calibration (ECE {_fmt(ece)})",
                 )
                 out["calibration"] = f
             f, ax = fig()

@@ -4,9 +4,10 @@ Layout of a saved model::
 
     model/
       manifest.json     kind, library versions, sha256 of every file, metadata (parameters, schema,
-                        model columns, categories, training counts, validation metrics); the
-                        calibration needs nothing more: ``calibrate`` and ``negative_rate`` are
-                        parameters, the class weight (``scale_pos_weight_`` / ``class_weight_``) state
+                        model columns, categories, training counts, validation metrics) and the
+                        calibration: ``calibrate`` and ``negative_rate`` are parameters, the class
+                        weight (``scale_pos_weight_`` / ``class_weight_``) and ``calibration_``
+                        (method, Platt's ``a`` and ``b``, prior offset) state
       features.json     the behaviour-feature specification and fitted state (null for raw columns)
       model.ubj         XGBoost: the booster (UBJSON, or model.json with format="json")
       coef.npy, intercept.npy, mean.npy, scale.npy     SGD: weights and standardisation
@@ -37,6 +38,7 @@ _COMMON_STATE = (
     "n_train_positive_",
     "n_valid_",
     "validation_metrics_",
+    "calibration_",
 )
 _STATE = {
     "XGBoostFraudClassifier": ("best_iteration_", "scale_pos_weight_", "evals_result_"),
@@ -153,6 +155,9 @@ def load_model(path):
     if params["features"] == "spec":
         params["features"] = _features_from_dict(features)
     model = classes[kind](**params)
+    # saved before Platt recalibration existed: calibrate=True meant the prior correction alone,
+    # which is what calibration_=None gives (its threshold was chosen on those scores)
+    model.calibration_ = None
     for k, v in meta["state"].items():
         setattr(model, k, v)
     model.features_ = None if features is None else _features_from_dict(features)

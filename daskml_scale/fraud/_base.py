@@ -183,6 +183,69 @@ def _downsample(pdf: pd.DataFrame, rate: float, seed: int) -> pd.DataFrame:
     return pdf[keep]
 
 
+_CALIBRATE = (True, "platt", "prior", False)
+
+
+def _platt_sums(pdf, a, b):
+    """Loss, gradient and Hessian of the logistic loss of ``expit(a * m + b)`` over one partition of
+    ``(is_fraud, margin)``: 6 numbers."""
+    m = pdf["margin"].to_numpy(dtype="float64")
+    y = pdf[S.IS_FRAUD].to_numpy(dtype="float64")
+    z = a * m + b
+    p = expit(z)
+    r, h = p - y, p * (1.0 - p)
+    loss = np.logaddexp(0.0, z).sum() - (y * z).sum()
+    return np.array([loss, (r * m).sum(), r.sum(), (h * m * m).sum(), (h * m).sum(), h.sum()])
+
+
+def _add(*parts):
+    return np.sum(parts, axis=0)
+
+
+def fit_platt(margins, *, client=None, max_iter: int = 100, tol: float = 1e-10):
+    """Platt's two parameters ``(a, b)`` maximising the likelihood of ``expit(a * m + b)`` (no penalty).
+
+    Newton's method with step halving, from ``(1, 0)``: each iteration is one pass over ``margins``
+    (a Dask DataFrame ``is_fraud, margin``, persisted), every partition reduced to its loss, gradient
+    and Hessian (6 numbers) and added in a tree; only those reach the client.
+
+    Returns
+    -------
+    a, b, n_iter
+    """
+    parts = margins.to_delayed()
+
+    def sums(a, b):
+        tasks = [dask.delayed(_platt_sums)(p, a, b) for p in parts]
+        while len(tasks) > 1:
+            tasks = [dask.delayed(_add)(*tasks[i : i + 8]) for i in range(0, len(tasks), 8)]
+        (out,) = compute_small(tasks[0], client=client)  # small: 6 numbers
+        return out
+
+    theta = np.array([1.0, 0.0])
+    loss, ga, gb, haa, hab, hbb = sums(*theta)
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        g, H = np.array([ga, gb]), np.array([[haa, hab], [hab, hbb]])
+        try:
+            step = -np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(H, g, rcond=None)[0]
+        for _ in range(30):  # step halving: never accept a larger loss
+            new = theta + step
+            out = sums(*new)
+            if np.isfinite(out[0]) and out[0] <= loss + 1e-12 * abs(loss):
+                break
+            step = step / 2.0
+        else:
+            break
+        theta, (loss, ga, gb, haa, hab, hbb) = new, out
+        if np.max(np.abs(step)) <= tol * max(1.0, np.max(np.abs(theta))):
+            break
+    return float(theta[0]), float(theta[1]), n_iter
+
+
 class FraudClassifierBase(BaseEstimator):
     """Shared machinery; subclasses implement ``_fit_model`` and ``_predict_partition``."""
 
@@ -201,9 +264,17 @@ class FraudClassifierBase(BaseEstimator):
                 f"The 'valid_size' parameter of {owner} must be a float in [0, 1). "
                 f"Got {self.valid_size!r} instead."
             )
-        if not isinstance(self.calibrate, bool):
+        c = self.calibrate
+        if not (isinstance(c, bool) or (isinstance(c, str) and c in _CALIBRATE)):
             raise ParameterError(
-                f"The 'calibrate' parameter of {owner} must be a bool. Got {self.calibrate!r} instead."
+                f"The 'calibrate' parameter of {owner} must be one of {{True, 'platt', 'prior', False}}. "
+                f"Got {self.calibrate!r} instead."
+            )
+        if self.calibrate == "platt" and self.valid_size == 0 and self.valid_from is None:
+            raise ParameterError(
+                f"{owner}: calibrate='platt' fits its two parameters on the validation part, and "
+                "valid_size=0 leaves none. Pass valid_size > 0 (or valid_from), or calibrate=True (Platt "
+                "when there is a validation part, the prior correction otherwise) or 'prior'."
             )
         r = self.negative_rate
         if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0.0 < r <= 1.0:
@@ -384,10 +455,58 @@ class FraudClassifierBase(BaseEstimator):
     def _positive_weight(self) -> float:
         raise NotImplementedError
 
+    def _calibration_method(self) -> str:
+        """What ``predict_proba`` applies: 'platt', 'prior' or 'none'.
+
+        ``calibrate=True`` or ``'platt'`` applies the fitted Platt parameters when ``calibration_``
+        holds them (a model fitted with a validation part), else the prior correction (no validation
+        part, or an artifact saved before Platt recalibration existed).
+        """
+        if self.calibrate is False:
+            return "none"
+        if self.calibrate == "prior":
+            return "prior"
+        cal = getattr(self, "calibration_", None)
+        return "platt" if cal is not None and cal.get("method") == "platt" else "prior"
+
+    def _fit_calibration(self, valid, client):
+        """``calibration_``: Platt's (a, b) on the prior-corrected margins of the validation part.
+
+        The validation part is never downsampled, so its fraud rate is the real one; the test data are
+        never used. Without a validation part, or with ``calibrate='prior'`` / False, only the prior
+        offset is recorded.
+        """
+        offset = self.prior_offset_
+        if valid is None or self.calibrate in (False, "prior"):
+            self.calibration_ = {"method": "prior", "a": 1.0, "b": 0.0, "prior_offset": offset}
+            return
+        frame = self._score_frame(valid, keep=[S.IS_FRAUD], margin=True)
+        frame = frame.assign(margin=frame["margin"] - offset)
+        (frame,) = persist(frame[[S.IS_FRAUD, "margin"]], client=client)
+        a, b, n_iter = fit_platt(frame, client=client)
+        self.calibration_ = {
+            "method": "platt",
+            "a": a,
+            "b": b,
+            "prior_offset": offset,
+            "n_iter": n_iter,
+            "fitted_on": "validation",
+            "n_rows": int(self.n_valid_),
+        }
+
+    def _calibrated(self, m):
+        """Probabilities from raw margins ``m`` with the model's calibration."""
+        method = self._calibration_method()
+        if method == "none":
+            return expit(m)
+        z = m - self.prior_offset_
+        if method == "platt":
+            z = self.calibration_["a"] * z + self.calibration_["b"]
+        return expit(z)
+
     def _predict_partition(self, pdf):
-        """Fraud probabilities of one featurized partition (prior-corrected when ``calibrate``)."""
-        m = self._margin_partition(pdf)
-        return expit(m - self.prior_offset_) if self.calibrate else expit(m)
+        """Fraud probabilities of one featurized partition, calibrated as ``calibrate`` says."""
+        return self._calibrated(self._margin_partition(pdf))
 
     def _score_frame(self, featurized, keep=(), margin=False):
         """Lazy Dask DataFrame ``transaction_id, *keep, score`` of featurized transactions (the raw
@@ -405,10 +524,12 @@ class FraudClassifierBase(BaseEstimator):
         return out
 
     def decision_function(self, X, history=None):
-        """Raw margin (log-odds) of the trained model, before the prior correction of ``calibrate``.
+        """Raw margin (log-odds) of the trained model, before any calibration.
 
-        ``predict_proba`` is ``expit(margin - prior_offset_)`` with ``calibrate=True`` and
-        ``expit(margin)`` otherwise.
+        ``predict_proba`` is ``expit(a * (margin - prior_offset_) + b)`` with Platt's ``a, b`` from
+        ``calibration_`` (``calibrate=True`` or ``'platt'``, fitted on the validation part),
+        ``expit(margin - prior_offset_)`` with ``calibrate='prior'`` (or without a validation part),
+        and ``expit(margin)`` with ``calibrate=False``.
 
         Returns
         -------
@@ -479,14 +600,19 @@ class FraudClassifierBase(BaseEstimator):
     def _validation_metrics(self, valid, client):
         if valid is None:
             return {}
-        from ..evaluation import classification_metrics
+        from ..evaluation import classification_metrics, expected_calibration_error
 
         scored = self._score_frame(valid, keep=[S.IS_FRAUD])
         if _LOCAL.get():
             scored = scored.compute()  # small: pandas input, in memory already
-        return classification_metrics(
+        else:
+            (scored,) = persist(scored, client=client)  # read by two metrics
+        out = classification_metrics(
             scored, label=S.IS_FRAUD, score=S.SCORE, threshold=self.threshold, client=client
         )
+        # 10 equal-width bins, as the reliability plot of Report.classification
+        out["ece"] = expected_calibration_error(scored, label=S.IS_FRAUD, score=S.SCORE, client=client)
+        return out
 
     # ----------------------------------------------------------------------------- artifacts
     def save(self, path, *, format: str = "ubj"):

@@ -193,10 +193,13 @@ class SGDFraudClassifier(FraudClassifierBase):
         it for the same weights on clusters of any size.
     threshold : float
         Probability at or above which a transaction is an alert (on calibrated scores by default).
-    calibrate : bool
-        ``predict_proba`` gives probabilities corrected for the class weights and the negative
-        downsampling (prior correction: calibrated odds = raw odds * negative_rate * w0 / w1); False
-        gives the raw ``expit(margin)``. :meth:`decision_function` gives the raw margin either way.
+    calibrate : {True, 'platt', 'prior', False}
+        ``'prior'``: ``predict_proba`` gives probabilities corrected for the class weights and the
+        negative downsampling (prior correction: calibrated odds = raw odds * negative_rate * w0 /
+        w1). ``'platt'``: then Platt's ``expit(a * m + b)`` on the prior-corrected margin ``m``, fitted
+        on the validation part (needs one). True (default): ``'platt'`` when there is a validation
+        part, ``'prior'`` otherwise. False: the raw ``expit(margin)``. :meth:`decision_function` gives
+        the raw margin either way. ``partial_fit`` keeps the calibration fitted in ``fit``.
     negative_rate : float in (0, 1]
         Fraction of the legitimate training rows kept (each chosen by a hash of its id and
         ``random_state``); fraud rows and the validation part are all kept.
@@ -218,7 +221,10 @@ class SGDFraudClassifier(FraudClassifierBase):
         partitions with ``features=None``), from the last ``fit`` / ``partial_fit``.
     epoch_seconds_ : list of float
         Wall-clock seconds of each epoch of the last ``fit`` / ``partial_fit`` (after scaling).
+    calibration_ : dict
+        ``{"method": "platt" | "prior", "a", "b", "prior_offset", ...}``: the fitted calibration.
     validation_metrics_ : dict
+        ``classification_metrics`` on the validation part, plus ``ece`` (10 equal-width bins).
 
     Examples
     --------
@@ -247,7 +253,7 @@ class SGDFraudClassifier(FraudClassifierBase):
         valid_from=None,
         n_groups: int | None = None,
         threshold: float = 0.5,
-        calibrate: bool = True,
+        calibrate: bool | str = True,
         negative_rate: float = 1.0,
         random_state: int = 0,
     ):
@@ -339,6 +345,7 @@ class SGDFraudClassifier(FraudClassifierBase):
         self.n_rows_seen_ = 0
         self.n_epochs_ = 0
         self._train_epochs(train, self.epochs, client)
+        self._fit_calibration(valid, client if is_dask(X) else None)
         self.validation_metrics_ = self._validation_metrics(valid, client if is_dask(X) else None)
         return self
 

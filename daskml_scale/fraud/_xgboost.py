@@ -65,11 +65,14 @@ class XGBoostFraudClassifier(FraudClassifierBase):
     threshold : float
         Probability at or above which a transaction is an alert (on the scores ``predict_proba``
         gives, so calibrated ones by default).
-    calibrate : bool
-        ``predict_proba`` (and so ``predict``, ``score``, ``tune_threshold``, the validation metrics)
-        gives probabilities corrected for the class weight and the negative downsampling (prior
-        correction: calibrated odds = raw odds * negative_rate / scale_pos_weight_). False gives the
-        booster's raw probabilities; :meth:`decision_function` gives the raw margin either way.
+    calibrate : {True, 'platt', 'prior', False}
+        What ``predict_proba`` (and so ``predict``, ``score``, ``tune_threshold``, the validation
+        metrics and thresholds) gives. ``'prior'``: probabilities corrected for the class weight and
+        the negative downsampling (prior correction: calibrated odds = raw odds * negative_rate /
+        scale_pos_weight_). ``'platt'``: then Platt's two parameters, ``expit(a * m + b)`` on the
+        prior-corrected margin ``m``, fitted on the validation part (never on test data; needs one).
+        True (default): ``'platt'`` when there is a validation part, ``'prior'`` otherwise. False:
+        the booster's raw probabilities. :meth:`decision_function` gives the raw margin either way.
     negative_rate : float in (0, 1]
         Fraction of the legitimate training rows kept (each chosen by a hash of its id and
         ``random_state``); fraud rows and the validation part are all kept.
@@ -83,6 +86,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
     scale_pos_weight_ : float
     prior_offset_ : float
         ``log(scale_pos_weight_) - log(negative_rate)``: subtracted from the margin when calibrating.
+    calibration_ : dict
+        ``{"method": "platt" | "prior", "a", "b", "prior_offset", ...}``: the fitted calibration
+        (``a=1, b=0`` for the prior correction alone).
     model_columns_ : list of str
         Columns of the model matrix, in order.
     categories_ : dict
@@ -90,7 +96,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
     features_ : TransactionFeatures or None
         The fitted behaviour features.
     validation_metrics_ : dict
-        ``classification_metrics`` on the validation part.
+        ``classification_metrics`` on the validation part, plus ``ece`` (10 equal-width bins).
 
     Examples
     --------
@@ -123,7 +129,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         device: str = "cpu",
         n_jobs: int | None = None,
         threshold: float = 0.5,
-        calibrate: bool = True,
+        calibrate: bool | str = True,
         negative_rate: float = 1.0,
         random_state: int = 0,
     ):
@@ -307,6 +313,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         self.best_iteration_ = int(booster.num_boosted_rounds()) - 1
         self.evals_result_ = {k: {m: [float(x) for x in v] for m, v in d.items()} for k, d in history.items()}
         self.booster_ = booster
+        self._fit_calibration(valid, client if distributed else None)
         self.validation_metrics_ = self._validation_metrics(valid, client if distributed else None)
         return self
 
@@ -333,7 +340,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         return booster.inplace_predict(X, predict_type="margin", validate_features=False).astype("float64")
 
     def _predict_partition(self, pdf):
-        if self.calibrate:
+        if self._calibration_method() != "none":
             return super()._predict_partition(pdf)
         X = model_frame(pdf, self.numeric_columns_, self.categories_)  # xgboost's own probabilities
         return self._scoring_booster().inplace_predict(X, validate_features=False)
