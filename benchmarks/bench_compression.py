@@ -10,7 +10,10 @@
 
 Usage::
 
+    python benchmarks/bench_compression.py --scale 1.0 --fraud-rows 2000000 --generate-only  # data only
     python benchmarks/bench_compression.py --scale 1.0 --fraud-rows 2000000
+
+Data is generated once under ``--data-dir`` (parquet; default: see ``_common.py``) and reused.
 
 Prints a table and writes JSON to benchmarks/results/compression.json.
 """
@@ -21,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import dask.dataframe as dd  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _common import add_data_dir_arg, quiet_cluster_logs  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from daskml_scale import schema as S  # noqa: E402
@@ -52,13 +55,29 @@ def _row(name, rep):
     )
 
 
-def bench_als(args, client, data_dir):
+def als_data(args, client, data_dir):
+    """Generate (once) and return the path of the interactions for ``--scale``."""
     users, items, rows = (int(v * args.scale) for v in (138_000, 27_000, 20_000_000))
     path = data_dir / f"interactions-{rows}-u{users}-i{items}-s0"
-    if not path.exists():
+    if not path.exists():  # write_parquet is atomic
         write_parquet(
             make_interactions(rows, users, items, partition_rows=1 << 20, seed=0), path, client=client
         )
+    return path, users, items, rows
+
+
+def fraud_data(args, client, data_dir):
+    """Generate (once) and return the path of the transactions for ``--fraud-rows``."""
+    path = data_dir / f"transactions-{args.fraud_rows}"
+    if not path.exists():  # write_parquet is atomic
+        write_parquet(
+            make_transactions(args.fraud_rows, days=60, partition_rows=250_000, seed=0), path, client=client
+        )
+    return path
+
+
+def bench_als(args, client, data_dir):
+    path, users, items, rows = als_data(args, client, data_dir)
     ddf = dd.read_parquet(str(path))
     held = ddf.map_partitions(
         lambda p: pd.Series(np.random.default_rng(len(p)).random(len(p)) < 0.2, index=p.index)
@@ -76,12 +95,7 @@ def bench_als(args, client, data_dir):
 
 
 def bench_fraud(args, client, data_dir):
-    path = data_dir / f"transactions-{args.fraud_rows}"
-    if not (path / "part.0.parquet").exists():
-        write_parquet(
-            make_transactions(args.fraud_rows, days=60, partition_rows=250_000, seed=0), path, client=client
-        )
-    tx = dd.read_parquet(str(path))
+    tx = dd.read_parquet(str(fraud_data(args, client, data_dir)))
     t_max = tx[S.TIMESTAMP].max().compute()
     split = t_max - pd.Timedelta(days=args.test_days)
     train, test = tx[tx[S.TIMESTAMP] < split], tx[tx[S.TIMESTAMP] >= split]
@@ -94,8 +108,8 @@ def bench_fraud(args, client, data_dir):
     }
     runs = [
         ("prune", {}),
-        ("distill", {"student": "xgboost", "n_estimators": 10, "max_depth": 4}),  # the default
-        ("distill", {"student": "xgboost", "n_estimators": 20, "max_depth": 4}),
+        ("distill", {"student": "xgboost"}),  # the default: 8 trees of <= 15 leaves
+        ("distill", {"student": "xgboost", "n_estimators": 10, "max_depth": 4, "max_leaves": None}),
         ("distill", {"student": "sgd"}),
     ]
     for method, kw in runs:
@@ -117,10 +131,14 @@ def main(argv=None):
     p.add_argument("--test-days", type=int, default=12)
     p.add_argument("--skip-als", action="store_true")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "daskml-bench-data"))
+    add_data_dir_arg(p)
+    p.add_argument(
+        "--generate-only", action="store_true", help="only write the data (kept under --data-dir) and exit"
+    )
     p.add_argument("--out", default=str(RESULTS / "compression.json"))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir)
+    quiet_cluster_logs()
     data_dir.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "args": vars(args)}
     print("| model | artifact before | after | smaller | quality before -> after | rows/s before -> after |")
@@ -131,6 +149,12 @@ def main(argv=None):
         ) as c,
         Client(c) as client,
     ):
+        if args.generate_only:
+            if not args.skip_als:
+                print(f"interactions: {als_data(args, client, data_dir)[0]}", flush=True)
+            if args.fraud_rows:
+                print(f"transactions: {fraud_data(args, client, data_dir)}", flush=True)
+            return
         if not args.skip_als:
             results["als"] = bench_als(args, client, data_dir)
         if args.fraud_rows:
