@@ -1,0 +1,342 @@
+"""Benchmark: the whole fraud pipeline, end to end, at several sizes (issue 13, "the billion-row run").
+
+For each ``--rows`` size, on its own fresh LocalCluster (default 2 workers x 1 thread, ``--memory-limit``
+each), the stages run in order, each streaming parquet to parquet:
+
+``generate``
+    ``make_transactions(N, days=--days)`` written as the raw table (``<data-dir>/pipeline-<N>/raw``);
+    reused when it exists and ``generate`` is not asked for.
+``baseline``
+    The floor of a shuffle-bound stage, measured in the same run: read the raw table, shuffle by
+    ``card_id``, write (no computation).
+``validate``, ``clean``
+    ``validate`` (one counting pass) then ``clean`` (clean rows + quarantine written). The clean table
+    is the input of every later stage; the raw table is deleted after ``clean`` unless ``--keep``.
+``features``
+    ``TransactionFeatures()`` fitted on the training days, then the scoring days transformed with
+    ``history=`` the ``required_history_`` before them; only ``transaction_id`` + features written
+    (``--features-sink count``: computed and counted, nothing written), then deleted.
+``train``
+    ``XGBoostFraudClassifier(negative_rate=0.1)`` on the first ``--train-days`` days (features are
+    computed inside ``fit``). The training window is capped at ``--max-train-rows`` rows (fewer days
+    at large sizes): ``fit`` holds the featurized window, before down-sampling, in cluster memory.
+``score``
+    ``score(model, last days, out=, history=, quarantine=)``: the last ``--score-days`` days, with the
+    ``required_history_`` before them as history (features computed from raw rows, then predicted).
+``evaluate``
+    The written scores joined with the clean labels on ``transaction_id``, then
+    ``classification_metrics`` with its defaults (exact, bounded memory).
+
+Per stage: seconds, rows/s (rows the stage consumed: raw rows for generate/baseline/validate/clean,
+window rows for features/train, scored rows for score/evaluate), the peak RSS of each worker (a
+thread in each worker samples its RSS every 20 ms) and the bytes the stage wrote. At the end the raw
+table's bytes per row. Intermediates are deleted as soon as no later stage needs them, unless ``--keep``.
+
+Usage::
+
+    python benchmarks/bench_pipeline.py --rows 200000 1000000                 # check it end to end
+    python benchmarks/bench_pipeline.py --rows 10000000 100000000 1000000000  # what issue 13 asks
+    python benchmarks/bench_pipeline.py --rows 1000000 --stages generate baseline validate clean
+
+Prints a table per size and writes ``benchmarks/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import dask.dataframe as dd  # noqa: E402
+import pandas as pd  # noqa: E402
+from _common import add_data_dir_arg, quiet_cluster_logs  # noqa: E402
+from bench_features import _start_rss_sampler, _stop_rss_sampler  # noqa: E402
+
+from daskml_scale import schema as S  # noqa: E402
+from daskml_scale.cluster import connect  # noqa: E402
+from daskml_scale.data import clean, make_transactions, read_transactions, validate  # noqa: E402
+from daskml_scale.evaluation import classification_metrics  # noqa: E402
+from daskml_scale.features import TransactionFeatures  # noqa: E402
+from daskml_scale.fraud import XGBoostFraudClassifier, score  # noqa: E402
+from daskml_scale.io import library_versions, write_parquet  # noqa: E402
+
+STAGES = ["generate", "baseline", "validate", "clean", "features", "train", "score", "evaluate"]
+START = pd.Timestamp("2025-01-01")  # make_transactions' default start
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when absent)."""
+    if not path.exists():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def drop(*paths: Path) -> None:
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _window(ddf, start, end):
+    ts = ddf[S.TIMESTAMP]
+    return ddf[(ts >= start) & (ts < end)]
+
+
+class Stage:
+    """Time a stage, sample each worker's peak RSS, and record what it wrote."""
+
+    def __init__(self, client, name, results):
+        self.client, self.name, self.results = client, name, results
+        self.rows, self.outputs, self.note = 0, [], ""
+
+    def __enter__(self):
+        self.client.run(__import__("gc").collect)
+        self.client.run(_start_rss_sampler)
+        print(f"  {self.name} ...", flush=True)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        seconds = time.perf_counter() - self.t0
+        try:
+            peaks = sorted(self.client.run(_stop_rss_sampler).values())
+        except Exception:  # a restarted worker lost its sampler: report what is left
+            peaks = []
+        if exc_type is not None:
+            return False
+        written = sum(disk_bytes(p) for p in self.outputs)
+        self.results[self.name] = {
+            "seconds": seconds,
+            "rows": self.rows,
+            "rows_per_s": self.rows / seconds if seconds else float("nan"),
+            "peak_rss_per_worker_mib": peaks,
+            "bytes_written": written,
+            "note": self.note,
+        }
+        r = self.results[self.name]
+        print(
+            f"  {self.name:9s} {self.rows:>13,} rows {seconds:8.1f} s {r['rows_per_s'] / 1e6:7.2f} M rows/s "
+            f"peak/worker {max(peaks, default=float('nan')):6.0f} MiB  wrote {written / 2**20:9.1f} MiB  {self.note}",
+            flush=True,
+        )
+        return False
+
+
+def run_size(n: int, args) -> dict:
+    stages = [s for s in STAGES if s in args.stages]
+    root = Path(args.data_dir) / f"pipeline-{n}"
+    raw, base, cln, quar = root / "raw", root / "baseline", root / "clean", root / "clean-quarantine"
+    feats, scores, squar = root / "features", root / "scores", root / "score-quarantine"
+    root.mkdir(parents=True, exist_ok=True)
+    days = args.days
+    rows_per_day = n / days
+    train_days = max(1, min(args.train_days, math.floor(args.max_train_rows / rows_per_day)))
+    train_end = START + pd.Timedelta(days=train_days)
+    score_start = START + pd.Timedelta(days=days - args.score_days)
+    end = START + pd.Timedelta(days=days)
+    res: dict = {
+        "rows": n,
+        "days": days,
+        "train_days": train_days,
+        "score_days": args.score_days,
+        "stages": {},
+    }
+    part_rows = max(1, min(args.partition_rows, -(-n // (2 * args.workers))))
+    with connect(
+        n_workers=args.workers,
+        threads_per_worker=1,
+        memory_limit=args.memory_limit,
+        dashboard_address=":0",
+        quiet=True,
+    ) as client:
+        out = res["stages"]
+        if "generate" in stages or not raw.exists():
+            drop(raw)
+            with Stage(client, "generate", out) as st:
+                st.outputs = [raw]
+                write_parquet(
+                    make_transactions(n, days=days, partition_rows=part_rows, seed=args.seed),
+                    raw,
+                    client=client,
+                )
+                st.rows = n
+        res["raw_bytes"] = disk_bytes(raw)
+        res["raw_bytes_per_row"] = res["raw_bytes"] / n
+        if "baseline" in stages:
+            with Stage(client, "baseline", out) as st:
+                st.outputs = [base]
+                st.note = "read raw, shuffle by card_id, write"
+                write_parquet(dd.read_parquet(str(raw)).shuffle(on=S.CARD_ID), base, client=client)
+                st.rows = n
+            drop(base)
+        if "validate" in stages:
+            with Stage(client, "validate", out) as st:
+                rep = validate(read_transactions(str(raw)), "transactions", client=client)
+                st.rows = rep.rows_in
+                st.note = f"{rep.rows_quarantined:,} rows would be quarantined"
+        if "clean" in stages or not cln.exists():
+            drop(cln, quar)
+            with Stage(client, "clean", out) as st:
+                st.outputs = [cln, quar]
+                rep = clean(
+                    read_transactions(str(raw)), "transactions", out=cln, quarantine_out=quar, client=client
+                ).report
+                st.rows = rep.rows_in
+                st.note = f"{rep.rows_out:,} clean + {rep.rows_quarantined:,} quarantined"
+            if not args.keep:
+                drop(quar, raw)  # every later stage reads the clean table
+        table = dd.read_parquet(str(cln))
+        model = None
+        if "features" in stages:
+            with Stage(client, "features", out) as st:
+                st.outputs = [feats]
+                tf = TransactionFeatures().fit(_window(table, START, train_end), client=client)
+                hist_start = score_start - tf.required_history_
+                new = _window(table, score_start, end)
+                hist = _window(table, hist_start, score_start)
+                names = [str(c) for c in tf.get_feature_names_out()]
+                featurized = tf.transform(new, history=hist)[[S.TRANSACTION_ID, *names]]
+                if args.features_sink == "parquet":
+                    write_parquet(featurized, feats, client=client)
+                    featurized = dd.read_parquet(str(feats), columns=[S.TRANSACTION_ID])
+                # a count, small (with "count", the features are computed and dropped partition by partition)
+                st.rows = int(featurized.map_partitions(len).sum().compute())
+                st.note = f"{len(names)} features, history from {hist_start.date()}"
+            if not args.keep:
+                drop(feats)
+        if {"train", "score", "evaluate"} & set(stages):
+            # a count (small), outside the timing: the rows of the training window
+            n_window = int(_window(table[[S.TIMESTAMP]], START, train_end).shape[0].compute())
+            with Stage(client, "train", out) as st:
+                model = XGBoostFraudClassifier(
+                    negative_rate=args.negative_rate, n_estimators=args.rounds, random_state=args.seed
+                )
+                model.fit(_window(table, START, train_end), client=client)
+                st.rows = n_window
+                st.note = (
+                    f"{train_days} days, {model.n_train_:,} rows after negative_rate={args.negative_rate}, "
+                    f"{model.best_iteration_ + 1} rounds"
+                )
+        if "score" in stages or ("evaluate" in stages and not scores.exists()):
+            drop(scores, squar)
+            with Stage(client, "score", out) as st:
+                st.outputs = [scores, squar]
+                hist_start = score_start - model.features_.required_history_
+                summary = score(
+                    model,
+                    _window(table, score_start, end).drop(columns=[S.IS_FRAUD]),
+                    out=scores,
+                    history=_window(table, hist_start, score_start),
+                    quarantine=squar,
+                    client=client,
+                )
+                st.rows = summary["rows"]
+                h = summary["history"] or {}
+                out_extra = {"history_rows": h.get("rows_used", 0)}
+                st.note = f"history {h.get('rows_used', 0):,} rows from {hist_start.date()}, {summary['alerts']:,} alerts"
+            out["score"].update(out_extra)
+            if not args.keep:
+                drop(squar)
+        if "evaluate" in stages:
+            with Stage(client, "evaluate", out) as st:
+                labels = _window(table, score_start, end)[[S.TRANSACTION_ID, S.IS_FRAUD]]
+                scored = dd.read_parquet(str(scores), columns=[S.TRANSACTION_ID, S.SCORE])
+                joined = scored.merge(labels, on=S.TRANSACTION_ID, how="inner")
+                metrics = classification_metrics(joined, client=client)
+                st.rows = int(metrics["n"])
+                res["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+                st.note = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "pr_auc"))
+        if not args.keep:
+            drop(scores, cln, quar, raw)
+    res["disk_left_bytes"] = disk_bytes(root)
+    if not args.keep and not any(root.iterdir()):
+        root.rmdir()
+    return res
+
+
+def print_table(res: dict) -> None:
+    print(
+        f"\n{res['rows']:,} rows, raw table {res['raw_bytes'] / 2**20:.1f} MiB ({res['raw_bytes_per_row']:.1f} bytes/row)"
+    )
+    print("| stage | rows | seconds | rows/s | peak RSS/worker MiB | written MiB | note |")
+    print("|---|---|---|---|---|---|---|")
+    total = 0.0
+    for name, r in res["stages"].items():
+        total += r["seconds"]
+        peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
+        print(
+            f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s'] / 1e6:.2f}M | {peaks} | "
+            f"{r['bytes_written'] / 2**20:.1f} | {r['note']} |"
+        )
+    print(f"| **total** | | {total:.1f} | | | | |")
+    st = res["stages"]
+    if "baseline" in st:
+        b = st["baseline"]["rows_per_s"]
+        for name in ("features", "score"):
+            if name in st:
+                print(f"{name} / baseline rate: {st[name]['rows_per_s'] / b:.2f} (goal >= 0.6)")
+        if "score" in st:
+            s = st["score"]
+            with_hist = (s["rows"] + s.get("history_rows", 0)) / s["seconds"]
+            print(f"score, rows read (new + history) / baseline rate: {with_hist / b:.2f}")
+    vc = [st[k] for k in ("validate", "clean") if k in st]
+    if vc:
+        rows = max(x["rows"] for x in vc)
+        print(f"validate + clean: {rows / sum(x['seconds'] for x in vc) / 1e6:.2f}M rows/s (goal >= 2M)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000_000, 100_000_000, 1_000_000_000])
+    ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory-limit", default="8GiB", help="per worker")
+    ap.add_argument("--days", type=int, default=60, help="days the raw table covers")
+    ap.add_argument("--train-days", type=int, default=7, help="train on the first days")
+    ap.add_argument("--max-train-rows", type=int, default=20_000_000, help="cap on the training window")
+    ap.add_argument("--score-days", type=int, default=28, help="score the last days")
+    ap.add_argument("--negative-rate", type=float, default=0.1)
+    ap.add_argument("--rounds", type=int, default=100, help="xgboost boosting rounds (early stopping on)")
+    ap.add_argument("--partition-rows", type=int, default=1_000_000, help="rows per generated partition")
+    ap.add_argument(
+        "--features-sink",
+        choices=["parquet", "count"],
+        default="parquet",
+        help="features stage: write transaction_id + features (~45 bytes/scored row), or only count them "
+        "(no disk: for 1B rows when the disk is short)",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the intermediate tables")
+    add_data_dir_arg(ap)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pipeline.json"))
+    args = ap.parse_args(argv)
+
+    quiet_cluster_logs()
+    report = {
+        "benchmark": "pipeline",
+        "workers": args.workers,
+        "threads_per_worker": 1,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "sizes": [],
+        "versions": library_versions(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for n in args.rows:
+        print(f"{n:,} rows", flush=True)
+        res = run_size(n, args)
+        report["sizes"].append(res)
+        print_table(res)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")  # after each size
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
