@@ -122,6 +122,14 @@ def bench_fraud(args, client, data_dir):
     return out
 
 
+def _json_default(o):
+    """Numbers as floats, paths and anything else as text (argparse hands over ``Path`` objects)."""
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", type=float, default=0.25, help="of the MovieLens-20M shape")
@@ -160,7 +168,7 @@ def main(argv=None):
         if args.fraud_rows:
             results["fraud"] = bench_fraud(args, client, data_dir)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    Path(args.out).write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
     print(f"wrote {args.out}")
 
 
