@@ -235,7 +235,8 @@ def test_distilled_booster_smaller_faster_close(fraud, distilled, tmp_path):
     s, r = distilled, distilled.compression_report_
     assert type(s) is XGBoostFraudClassifier and s.threshold == teacher.threshold
     assert s.features_ is teacher.features_ and s.model_columns_ == teacher.model_columns_
-    # the default student: 8 trees of <= 15 leaves (lossguide); 10.7-12.4x in the benchmark
+    # the default student: trees of <= 15 leaves (lossguide) within 1/12 of the teacher, at least 8
+    # (this small teacher leaves room for no more)
     assert r["trees_after"] == 8 and r["max_leaves"] == 15 and r["nodes_after"] <= 8 * 29
     assert r["size_ratio"] >= 5 and r["model_bytes_before"] / r["model_bytes_after"] > r["size_ratio"]
     leaves = s.booster_.trees_to_dataframe().query("Feature == 'Leaf'").groupby("Tree").size()
@@ -345,3 +346,31 @@ def test_fraud_bad_inputs(fraud):
         compress(teacher, "distill", data=train, max_leaves=1)
     with pytest.raises(ParameterError, match="'clip_quantile' parameter of compress must be a float in"):
         compress(teacher, "distill", data=train, clip_quantile=1.0)
+    with pytest.raises(ParameterError, match="'size_ratio' parameter of compress must be a number > 1"):
+        compress(teacher, "distill", data=train, size_ratio=1)
+    with pytest.raises(ParameterError, match="'n_estimators' parameter of compress must be an int >= 1"):
+        compress(teacher, "distill", data=train, n_estimators=0)
+
+
+def test_distilled_student_sized_by_the_teacher(fraud):
+    """``n_estimators=None``: the most trees (>= 8) whose artifact is <= teacher / ``size_ratio``."""
+    from daskml_scale.compression._api import artifact_bytes
+
+    teacher, train, test = fraud
+    s = compress(teacher, "distill", data=train, eval_data=test, size_ratio=4, timing_rows=2000, repeats=1)
+    r = s.compression_report_
+    n = r["trees_after"]
+    assert r["target_size_ratio"] == 4.0 and n > 8 and s.n_estimators == n
+    assert r["bytes_after"] <= r["bytes_before"] / 4  # within the budget ...
+    # ... and one more tree of the same training would not be
+    longer = compress(teacher, "distill", data=train, eval_data=test, n_estimators=n + 1, report=False)
+    assert artifact_bytes(longer) > r["bytes_before"] / 4
+    # the prefix is the student trained for n rounds (boosting only appends trees)
+    fixed = compress(teacher, "distill", data=train, eval_data=test, n_estimators=n, report=False)
+    X = s.model_input(test, history=train)
+    np.testing.assert_allclose(
+        s.booster_.inplace_predict(X, predict_type="margin"),
+        fixed.booster_.inplace_predict(X, predict_type="margin"),
+        rtol=1e-6,
+    )
+    assert fixed.distill_size_ratio_ is None

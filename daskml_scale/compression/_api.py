@@ -65,7 +65,8 @@ def compress(
     timing_rows: int = 20_000,
     repeats: int = 3,
     student: str = "xgboost",
-    n_estimators: int = 8,
+    n_estimators: int | None = None,
+    size_ratio: float = 12.0,
     max_depth: int = 6,
     max_leaves: int | None = 15,
     learning_rate: float = 0.3,
@@ -106,14 +107,20 @@ def compress(
         teacher's margins with squared error, then scored as ``sigmoid(margin)`` like the teacher)
         or the linear ``SGDFraudClassifier`` (least squares on the teacher's margins, solved
         exactly from per-partition sums).
-    n_estimators, max_depth, max_leaves, learning_rate : int, int, int or None, float
+    n_estimators, max_depth, max_leaves, learning_rate : int or None, int, int or None, float
         The xgboost student's size and step. With ``max_leaves`` trees grow by loss
         (``grow_policy='lossguide'``) up to ``max_leaves`` leaves, ``max_depth`` capping their
-        depth; ``max_leaves=None`` grows full trees of ``max_depth``. The default, 8 trees of at
+        depth; ``max_leaves=None`` grows full trees of ``max_depth``. ``n_estimators=None`` (the
+        default) sizes the student by the teacher: the most trees, at least 8, whose artifact is at
+        most ``1 / size_ratio`` of the teacher's (bytes only: no data read to choose it). Before,
+        the default was a fixed 8 trees of at
         most 15 leaves (232 nodes), is 10.7-12.4x smaller than a 500-round, depth-6 teacher
         stopped early at 66-79 trees (600k-2M rows), and was chosen on the teacher's validation
         days: an artifact pays ~40 bytes per node and ~650 per tree, so few trees with many
         leaves beat many shallow ones (10 trees of depth 4: 304 nodes, 9.2-10.6x, and no closer).
+    size_ratio : float > 1
+        ``distill`` with the xgboost student and ``n_estimators=None``: the target artifact size,
+        the teacher's over this (12: room above the 10x goal for the metadata's rounding).
     clip_quantile : float in [0, 1)
         ``distill`` with the xgboost student: the teacher's margins are floored at this quantile of
         their values over the training rows before the student fits them (0: no floor). The
@@ -148,8 +155,14 @@ def compress(
         raise ParameterError(
             f"The 'max_leaves' parameter of compress must be an int >= 2 or None. Got {max_leaves!r} instead."
         )
-    for name in ("k", "timing_rows", "repeats", "n_estimators", "max_depth"):
-        v = locals()[name]
+    if not isinstance(size_ratio, (int, float)) or isinstance(size_ratio, bool) or not size_ratio > 1:
+        raise ParameterError(
+            f"The 'size_ratio' parameter of compress must be a number > 1. Got {size_ratio!r} instead."
+        )
+    counts = {"k": k, "timing_rows": timing_rows, "repeats": repeats, "max_depth": max_depth}
+    if n_estimators is not None:
+        counts["n_estimators"] = n_estimators
+    for name, v in counts.items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ParameterError(
                 f"The {name!r} parameter of compress must be an int >= 1. Got {v!r} instead."
@@ -184,7 +197,7 @@ def compress(
     return compress_fraud(
         model, method, data, eval_data=eval_data, student=student, n_estimators=n_estimators,
         max_depth=max_depth, max_leaves=max_leaves, learning_rate=learning_rate, clip_quantile=clip_quantile, gamma=gamma,
-        timing_rows=timing_rows, repeats=repeats, report=report, client=client,
+        timing_rows=timing_rows, repeats=repeats, report=report, client=client, size_ratio=size_ratio,
     )  # fmt: skip
 
 

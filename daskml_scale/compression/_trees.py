@@ -201,14 +201,38 @@ def _as_logistic(booster):
     return out
 
 
-def distill_xgboost(model, train, *, n_estimators=8, max_depth=6, max_leaves=15, learning_rate=0.3,
-                    clip_quantile=0.9, client=None):  # fmt: skip
+def _student_size(model, raw, target, min_trees):
+    """The largest tree count ``k >= min_trees`` whose student artifact (``raw[:k]``) fits ``target`` bytes."""
+    from ._api import artifact_bytes
+
+    def size(k):
+        return artifact_bytes(_student_of(model, _as_logistic(raw[:k]), n_estimators=k))
+
+    lo, hi = min(min_trees, raw.num_boosted_rounds()), raw.num_boosted_rounds()
+    if size(hi) <= target:
+        return hi
+    while lo < hi:  # size(k) grows with k: the largest k in [lo, hi] with size(k) <= target
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def distill_xgboost(model, train, *, n_estimators=None, max_depth=6, max_leaves=15, learning_rate=0.3,
+                    clip_quantile=0.9, size_ratio=12.0, min_trees=8, client=None):  # fmt: skip
     """A small booster regressing the teacher's margins over ``train`` (floored at a quantile).
 
     With ``max_leaves``, trees grow by loss (``grow_policy='lossguide'``) up to that many leaves
     (``max_depth`` caps their depth); without, level by level to ``max_depth``. An artifact pays
     ~40 bytes per node, ~650 per tree (UBJ keys and tree parameters) and ~8 KB of JSON metadata, so
     a few trees with many leaves buy more accuracy per byte than many shallow ones.
+
+    ``n_estimators=None`` sizes the student by the teacher: the most trees (at least ``min_trees``)
+    whose artifact is at most ``1 / size_ratio`` of the teacher's, the prefix of one booster trained
+    long enough (boosting rounds only add to a prefix, so that is the student trained that long).
+    The choice reads bytes only, no rows: nothing of the evaluation data.
     """
     teacher = model._scoring_booster()
     meta = pd.Series(np.empty(0, dtype="float64"), name="margin")
@@ -228,13 +252,26 @@ def distill_xgboost(model, train, *, n_estimators=8, max_depth=6, max_leaves=15,
     }
     if max_leaves is not None:
         params.update({"grow_policy": "lossguide", "max_leaves": int(max_leaves)})
-    booster = _as_logistic(_train(client, params, dtrain, int(n_estimators)))
+    adaptive = n_estimators is None
+    if adaptive:
+        from ._api import artifact_bytes
+
+        target = artifact_bytes(model) / float(size_ratio)
+        leaves = int(max_leaves) if max_leaves is not None else 2 ** int(max_depth)
+        per_tree = 650 + 40 * (2 * leaves - 1)  # bytes of a full tree (metadata ignored: an upper bound)
+        rounds = int(min(512, max(int(min_trees), int(np.ceil(target / per_tree))) + 4))
+        raw = _train(client, params, dtrain, rounds)
+        n_estimators = _student_size(model, raw, target, int(min_trees))
+        booster = _as_logistic(raw[: int(n_estimators)])
+    else:
+        booster = _as_logistic(_train(client, params, dtrain, int(n_estimators)))
     out = _student_of(
         model, booster, n_estimators=int(n_estimators), max_depth=int(max_depth),
         learning_rate=float(learning_rate), early_stopping_rounds=None,
     )  # fmt: skip
     out.distill_clip_quantile_ = float(clip_quantile)
     out.distill_max_leaves_ = None if max_leaves is None else int(max_leaves)
+    out.distill_size_ratio_ = float(size_ratio) if adaptive else None
     return out
 
 
@@ -311,7 +348,8 @@ def _predict_rate(model, sample):
 
 
 def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max_depth, max_leaves,
-                   learning_rate, clip_quantile, gamma, timing_rows, repeats, report, client):  # fmt: skip
+                   learning_rate, clip_quantile, gamma, timing_rows, repeats, report, client,
+                   size_ratio=12.0):  # fmt: skip
     """See :func:`daskml_scale.compression.compress`."""
     from ._api import _timings, artifact_bytes, model_file_bytes
 
@@ -346,7 +384,8 @@ def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max
         else:
             out = distill_xgboost(model, train, n_estimators=n_estimators, max_depth=max_depth,
                                   max_leaves=max_leaves, learning_rate=learning_rate,
-                                  clip_quantile=clip_quantile, client=client)  # fmt: skip
+                                  clip_quantile=clip_quantile, size_ratio=size_ratio,
+                                  client=client)  # fmt: skip
         seconds = time.perf_counter() - t0
         if not report:
             return out
@@ -386,6 +425,7 @@ def compress_fraud(model, method, data, *, eval_data, student, n_estimators, max
     elif student == "xgboost":
         rep["clip_quantile"] = out.distill_clip_quantile_
         rep["max_leaves"] = out.distill_max_leaves_
+        rep["target_size_ratio"] = out.distill_size_ratio_
         rep["nodes_after"] = int(len(out.booster_.trees_to_dataframe()))
     if hasattr(out, "booster_"):
         rep["nodes_before"] = int(len(model.booster_.trees_to_dataframe()))
