@@ -27,7 +27,7 @@ from distributed import Client, Security, default_client, progress
 
 from .errors import ParameterError
 
-__all__ = ["compute", "connect", "get_client", "machine_size", "quiet_shuffle_logs"]
+__all__ = ["compute", "connect", "get_client", "machine_size", "quiet_shuffle_logs", "tree_reduce"]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
@@ -166,3 +166,19 @@ def compute(*collections, client: Client | None = None, show_progress: bool = Fa
             progress(futures)
             print()
     return tuple(client.gather(futures))
+
+
+def tree_reduce(items: list, func, split_every: int = 8):
+    """Tree reduction of delayed ``items`` with the n-ary ``func`` (``split_every`` inputs per task).
+
+    The one way partial results (counts, sums, histograms) are merged: no task ever receives more than
+    ``split_every`` of them. An empty ``items`` gives ``func()``.
+    """
+    if not items:
+        return dask.delayed(func)()
+    while len(items) > 1:
+        items = [
+            dask.delayed(func, pure=True)(*items[i : i + split_every])
+            for i in range(0, len(items), split_every)
+        ]
+    return items[0]

@@ -125,10 +125,12 @@ def check_input(url, *, format: str = "parquet", storage_options: dict | None = 
 
     Examples
     --------
-    >>> check_input("/no/such/dir")
+    >>> import pathlib, tempfile
+    >>> missing = pathlib.Path(tempfile.mkdtemp()) / "absent"
+    >>> check_input(missing)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    daskml_scale.errors.InputError: Input /no/such/dir does not exist. ...
+    daskml_scale.errors.InputError: Input ...absent does not exist. ...
     """
     import fsspec
 

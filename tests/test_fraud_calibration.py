@@ -25,7 +25,7 @@ from daskml_scale.data import make_transactions
 from daskml_scale.errors import ParameterError
 from daskml_scale.evaluation import Report, expected_calibration_error
 from daskml_scale.fraud import SGDFraudClassifier, XGBoostFraudClassifier, load_model
-from daskml_scale.fraud._base import _downsample, fit_platt
+from daskml_scale.fraud._calibration import _downsample, fit_platt
 
 FAST = {"learning_rate": 0.3, "n_estimators": 30, "early_stopping_rounds": 5, "max_depth": 4, "n_jobs": 1}
 SPLIT = pd.Timestamp("2025-01-31")

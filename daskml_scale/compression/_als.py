@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 
-import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
 from .. import schema as S
-from ..errors import ArtifactError, ParameterError, SchemaError, check_fitted, check_in
+from ..errors import ArtifactError, ParameterError, check_fitted, check_in
 from ..recommend import ALSRecommender
-from ..recommend._matrix import block_bounds
 from ._quantize import METHODS, QuantizedFactors, quantize
 
 __all__ = ["QuantizedALSRecommender", "quantize_als"]
@@ -115,8 +111,9 @@ class QuantizedALSRecommender(ALSRecommender):
             self._gram_cache = gram
         return gram
 
-    def _similar_items(self, items, n, items_per_partition):
-        return similar_items_quantized(self, items, n, items_per_partition=items_per_partition)
+    def _similarity_inputs(self):
+        """(codes, code norms, block kernel) for ``recommend.similar_items``: scored on the codes."""
+        return self.item_factors_, self.item_factors_.code_norms(), _similar_block
 
     # ------------------------------------------------------------------- persistence hooks
     def _save_files(self, tmp: Path) -> None:
@@ -193,34 +190,3 @@ def _similar_block(Q, norms, lo, hi, item_ids, n):
             S.RANK: rank.astype(np.int64),
         }
     )
-
-
-def similar_items_quantized(model, items=None, n: int = 10, *, items_per_partition: int = 20_000):
-    """``similar_items`` on quantized item factors (called through ``recommend.similar_items``)."""
-    Q = model.item_factors_
-    norms = Q.code_norms()
-    ids = model.item_ids_
-    if items is None:
-        bounds = block_bounds(len(ids), max(1, math.ceil(len(ids) / items_per_partition)))
-        Qd, nd, idd = (dask.delayed(a, pure=True) for a in (Q, norms, ids))
-        parts = [
-            dask.delayed(_similar_block)(Qd, nd, int(bounds[b]), int(bounds[b + 1]), idd, int(n))
-            for b in range(len(bounds) - 1)
-        ]
-        meta = _similar_block(Q, norms, 0, 0, ids, int(n))
-        return dd.from_delayed(parts, meta=meta, verify_meta=False)
-    items = np.asarray(items)
-    pos = pd.Index(ids).get_indexer(items)
-    if (pos < 0).any():
-        missing = items[pos < 0]
-        raise SchemaError(
-            f"similar_items: {len(missing)} item id(s) are not in the model (first: "
-            f"{missing[:5].tolist()}). Pass ids seen in training (model.item_ids_).",
-            column=S.ITEM_ID,
-        )
-    frames = []
-    for p in pos:  # one query at a time keeps the output order of the float path
-        out = _similar_block(Q, norms, int(p), int(p) + 1, ids, int(n))
-        out[S.ITEM_ID] = ids[p]
-        frames.append(out)
-    return pd.concat(frames, ignore_index=True)

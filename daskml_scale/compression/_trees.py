@@ -42,7 +42,7 @@ import pandas as pd
 from scipy.special import expit
 
 from .. import schema as S
-from ..cluster import get_client
+from ..cluster import get_client, tree_reduce
 from ..errors import ParameterError, check_fitted, check_in
 from ..fraud import SGDFraudClassifier, XGBoostFraudClassifier
 from ..fraud._base import (
@@ -90,12 +90,6 @@ def _normal_eq(pdf, booster, numeric, categories, mean, scale):
 
 def _add_eq(*parts):
     return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
-
-
-def _tree_reduce(tasks, func, every=8):
-    while len(tasks) > 1:
-        tasks = [dask.delayed(func)(*tasks[i : i + every]) for i in range(0, len(tasks), every)]
-    return tasks[0]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -280,13 +274,13 @@ def distill_linear(model, train, *, client=None):
     numeric, cats = model.numeric_columns_, model.categories_
     parts = train.to_delayed()
     moments = [dask.delayed(_moments)(p, numeric, cats) for p in parts]
-    (total,) = compute_small(_tree_reduce(moments, _tree_combine), client=client)  # small: 3 x columns
+    (total,) = compute_small(tree_reduce(moments, _tree_combine), client=client)  # small: 3 x columns
     count, mean, m2 = total
     var = np.divide(m2, count, out=np.zeros_like(m2), where=count > 0)
     scale = np.where(var > 0, np.sqrt(var), 1.0)
     teacher = model._scoring_booster()
     eqs = [dask.delayed(_normal_eq)(p, teacher, numeric, cats, mean, scale) for p in parts]
-    ((A, b, n),) = compute_small(_tree_reduce(eqs, _add_eq), client=client)  # small: d x d
+    ((A, b, n),) = compute_small(tree_reduce(eqs, _add_eq), client=client)  # small: d x d
     ridge = _RIDGE * max(float(n), 1.0) * np.eye(len(b))
     ridge[-1, -1] = 0.0  # the intercept is not penalised
     w = np.linalg.solve(A + ridge, b)

@@ -118,7 +118,7 @@ class CleaningSpec:
         --------
         >>> import pandas as pd, dask.dataframe as dd
         >>> ddf = dd.from_pandas(pd.DataFrame({"V1": [float("nan"), 9.0]}), npartitions=1)
-        >>> CleaningSpec(impute={"V1": 0.0}, clip={"V1": [-1.0, 1.0]}).apply(ddf)["V1"].compute().tolist()
+        >>> CleaningSpec(impute={"V1": 0.0}, clip={"V1": [-1.0, 1.0]}).apply(ddf)["V1"].compute().tolist()  # small: 3 rows
         [0.0, 1.0]
         """
         missing = [c for c in self.columns if c not in ddf.columns]

@@ -219,7 +219,7 @@ def coerce(ddf: dd.DataFrame, schema: S.TableSchema, *, time_unit: str | None = 
     >>> import pandas as pd, dask.dataframe as dd
     >>> from daskml_scale.schema import INTERACTIONS
     >>> df = pd.DataFrame({"user_id": [1, 2], "item_id": [3.0, None], "weight": ["0.5", "x"]})
-    >>> coerce(dd.from_pandas(df, npartitions=1), INTERACTIONS).compute()
+    >>> coerce(dd.from_pandas(df, npartitions=1), INTERACTIONS).compute()  # small: example rows
        user_id  item_id  weight
     0        1        3     0.5
     1        2     <NA>     NaN

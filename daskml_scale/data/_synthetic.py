@@ -243,7 +243,7 @@ def make_transactions(
     >>> ddf = make_transactions(10_000, npartitions=2, seed=1)
     >>> ddf.npartitions
     2
-    >>> len(ddf.partitions[0].compute())
+    >>> len(ddf.partitions[0].compute())  # small: one partition of a tiny example
     8192
     """
     owner = "make_transactions"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cluster import tree_reduce
 from ..errors import ParameterError
 
 __all__ = ["expected_calibration_error"]
@@ -106,9 +107,7 @@ def expected_calibration_error(
         )
     if hasattr(df, "to_delayed"):
         parts = [dask.delayed(_bins)(p, label, score, weight, int(n_bins)) for p in df[cols].to_delayed()]
-        while len(parts) > 1:  # tree reduction, 8 at a time
-            parts = [dask.delayed(_add)(*parts[i : i + 8]) for i in range(0, len(parts), 8)]
-        total = parts[0]
+        total = tree_reduce(parts, _add)
     else:
         total = dask.delayed(_bins(df, label, score, weight, int(n_bins)))
     out = dask.delayed(_finish)(total)

@@ -18,6 +18,7 @@ from functools import partial
 import numpy as np
 from dask import delayed
 
+from ..cluster import tree_reduce
 from ..errors import ParameterError
 from ._histogram import (
     CNT,
@@ -76,14 +77,8 @@ class Spec:
 
 
 def tree(items: list, func, split_every: int = SPLIT_EVERY):
-    """Tree reduction of delayed ``items`` with the n-ary ``func``."""
-    if not items:
-        return delayed(func)()
-    while len(items) > 1:
-        items = [
-            delayed(func, pure=True)(*items[i : i + split_every]) for i in range(0, len(items), split_every)
-        ]
-    return items[0]
+    """Tree reduction of delayed ``items`` with the n-ary ``func`` (see :func:`cluster.tree_reduce`)."""
+    return tree_reduce(items, func, split_every)
 
 
 def add(above, *totals):

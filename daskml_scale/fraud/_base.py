@@ -160,90 +160,7 @@ def one_hot_matrix(pdf: pd.DataFrame, numeric, categories: dict) -> np.ndarray:
     return np.hstack(blocks)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix (splitmix64's finaliser): nearby ids give unrelated values."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _downsample(pdf: pd.DataFrame, rate: float, seed: int) -> pd.DataFrame:
-    """Keep every fraud row and the legitimate rows whose (id, seed) hash falls below ``rate``."""
-    if not len(pdf):
-        return pdf
-    ids = pdf[S.TRANSACTION_ID]
-    if pd.api.types.is_integer_dtype(ids.dtype):
-        x = ids.to_numpy(dtype="int64").view("uint64")
-    else:  # string ids: pandas' stable hash of their text
-        x = pd.util.hash_array(ids.astype(str).to_numpy(dtype=object), categorize=False)
-    h = _splitmix64(x ^ _splitmix64(np.array([seed], dtype="uint64"))[0])
-    u = (h >> np.uint64(11)).astype("float64") / float(1 << 53)  # uniform in [0, 1)
-    keep = (pdf[S.IS_FRAUD].to_numpy() == 1) | (u < rate)
-    return pdf[keep]
-
-
 _CALIBRATE = (True, "platt", "prior", False)
-
-
-def _platt_sums(pdf, a, b):
-    """Loss, gradient and Hessian of the logistic loss of ``expit(a * m + b)`` over one partition of
-    ``(is_fraud, margin)``: 6 numbers."""
-    m = pdf["margin"].to_numpy(dtype="float64")
-    y = pdf[S.IS_FRAUD].to_numpy(dtype="float64")
-    z = a * m + b
-    p = expit(z)
-    r, h = p - y, p * (1.0 - p)
-    loss = np.logaddexp(0.0, z).sum() - (y * z).sum()
-    return np.array([loss, (r * m).sum(), r.sum(), (h * m * m).sum(), (h * m).sum(), h.sum()])
-
-
-def _add(*parts):
-    return np.sum(parts, axis=0)
-
-
-def fit_platt(margins, *, client=None, max_iter: int = 100, tol: float = 1e-10):
-    """Platt's two parameters ``(a, b)`` maximising the likelihood of ``expit(a * m + b)`` (no penalty).
-
-    Newton's method with step halving, from ``(1, 0)``: each iteration is one pass over ``margins``
-    (a Dask DataFrame ``is_fraud, margin``, persisted), every partition reduced to its loss, gradient
-    and Hessian (6 numbers) and added in a tree; only those reach the client.
-
-    Returns
-    -------
-    a, b, n_iter
-    """
-    parts = margins.to_delayed()
-
-    def sums(a, b):
-        tasks = [dask.delayed(_platt_sums)(p, a, b) for p in parts]
-        while len(tasks) > 1:
-            tasks = [dask.delayed(_add)(*tasks[i : i + 8]) for i in range(0, len(tasks), 8)]
-        (out,) = compute_small(tasks[0], client=client)  # small: 6 numbers
-        return out
-
-    theta = np.array([1.0, 0.0])
-    loss, ga, gb, haa, hab, hbb = sums(*theta)
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        g, H = np.array([ga, gb]), np.array([[haa, hab], [hab, hbb]])
-        try:
-            step = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            step = -np.linalg.lstsq(H, g, rcond=None)[0]
-        for _ in range(30):  # step halving: never accept a larger loss
-            new = theta + step
-            out = sums(*new)
-            if np.isfinite(out[0]) and out[0] <= loss + 1e-12 * abs(loss):
-                break
-            step = step / 2.0
-        else:
-            break
-        theta, (loss, ga, gb, haa, hab, hbb) = new, out
-        if np.max(np.abs(step)) <= tol * max(1.0, np.max(np.abs(theta))):
-            break
-    return float(theta[0]), float(theta[1]), n_iter
 
 
 class FraudClassifierBase(BaseEstimator):
@@ -410,6 +327,8 @@ class FraudClassifierBase(BaseEstimator):
             is_valid = featurized[S.TIMESTAMP] >= cutoff
             train, valid = featurized[~is_valid], featurized[is_valid]
         if self.negative_rate < 1.0:
+            from ._calibration import _downsample  # (that module builds on this one)
+
             # negatives kept at negative_rate, each row decided by a hash of its id and the seed
             # (the same rows on any partitioning); positives all kept. The validation part is not
             # sampled: early stopping and validation metrics see the real class balance.
@@ -483,6 +402,8 @@ class FraudClassifierBase(BaseEstimator):
         frame = self._score_frame(valid, keep=[S.IS_FRAUD], margin=True)
         frame = frame.assign(margin=frame["margin"] - offset)
         (frame,) = persist(frame[[S.IS_FRAUD, "margin"]], client=client)
+        from ._calibration import fit_platt  # (that module builds on this one)
+
         a, b, n_iter = fit_platt(frame, client=client)
         self.calibration_ = {
             "method": "platt",

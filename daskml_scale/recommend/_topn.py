@@ -188,7 +188,7 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
     >>> from daskml_scale.recommend import PopularityRecommender, recommend_all
     >>> ddf = make_interactions(5_000, n_users=100, n_items=50, seed=0)
     >>> recs = recommend_all(PopularityRecommender().fit(ddf), n=3)
-    >>> recs.compute()[["rank"]].max().item()
+    >>> recs.compute()[["rank"]].max().item()  # small: a 300-user example
     3
     """
     owner = "recommend_all"
@@ -295,7 +295,7 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     >>> from daskml_scale.recommend import ALSRecommender, recommend_new_users
     >>> model = ALSRecommender(factors=4, iterations=2).fit(make_interactions(5_000, 100, 50, seed=0))
     >>> new = pd.DataFrame({"user_id": [10**6, 10**6], "item_id": [0, 1]})
-    >>> len(recommend_new_users(model, new, n=5).compute())
+    >>> len(recommend_new_users(model, new, n=5).compute())  # small: a few new users
     5
     """
     owner = "recommend_new_users"
@@ -362,19 +362,20 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
     owner = "similar_items"
     check_fitted(model, "item_factors_")
     _check_n(n, owner)
-    if hasattr(model, "_similar_items"):  # quantized factors (daskml_scale.compression)
-        return model._similar_items(items, n, items_per_partition)
-    F = model.item_factors_.astype(np.float64)
-    norms = np.linalg.norm(F, axis=1)
     ids = model.item_ids_
+    if hasattr(model, "_similarity_inputs"):  # quantized factors (daskml_scale.compression)
+        F, norms, block = model._similarity_inputs()
+    else:
+        F = model.item_factors_.astype(np.float64)
+        norms, block = np.linalg.norm(F, axis=1), _similar_block
     if items is None:
         bounds = block_bounds(len(ids), max(1, math.ceil(len(ids) / items_per_partition)))
         Fd, nd, idd = (dask.delayed(a, pure=True) for a in (F, norms, ids))
         parts = [
-            dask.delayed(_similar_block)(Fd, nd, int(bounds[b]), int(bounds[b + 1]), idd, int(n))
+            dask.delayed(block)(Fd, nd, int(bounds[b]), int(bounds[b + 1]), idd, int(n))
             for b in range(len(bounds) - 1)
         ]
-        meta = _similar_block(F, norms, 0, 0, ids, int(n))
+        meta = block(F, norms, 0, 0, ids, int(n))
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
     items = np.asarray(items)
     pos = pd.Index(ids).get_indexer(items)
@@ -385,6 +386,13 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
             "Pass ids seen in training (model.item_ids_).",
             column=S.ITEM_ID,
         )
+    if block is not _similar_block:  # quantized: one query at a time through its block kernel
+        frames = []
+        for p in pos:
+            out = block(F, norms, int(p), int(p) + 1, ids, int(n))
+            out[S.ITEM_ID] = ids[p]
+            frames.append(out)
+        return pd.concat(frames, ignore_index=True)
     Fq = F[pos]
     nq = norms[pos]
     out = []
