@@ -45,7 +45,7 @@ def _data_path(data_dir, rows, users, items, seed):
 
 def _ensure_data(data_dir, rows, users, items, seed, client):
     from daskml_scale.data import make_interactions
-    from daskml_scale.io import write_parquet
+    from daskml_scale.storage import write_parquet
 
     path = _data_path(data_dir, rows, users, items, seed)
     if not path.exists():

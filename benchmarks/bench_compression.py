@@ -39,8 +39,8 @@ from daskml_scale import schema as S  # noqa: E402
 from daskml_scale.compression import compress  # noqa: E402
 from daskml_scale.data import make_interactions, make_transactions  # noqa: E402
 from daskml_scale.fraud import XGBoostFraudClassifier  # noqa: E402
-from daskml_scale.io import write_parquet  # noqa: E402
 from daskml_scale.recommend import ALSRecommender  # noqa: E402
+from daskml_scale.storage import write_parquet  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -113,7 +113,7 @@ def _read(path):
 def _baseline(path, out, client):
     import dask.dataframe as dd
 
-    from daskml_scale.io import write_parquet
+    from daskml_scale.storage import write_parquet
 
     ddf = dd.read_parquet(str(path))
     ddf = ddf.map_partitions(_dirty, 0, meta=_dirty(ddf._meta.iloc[:0], 0).iloc[:0])

@@ -137,7 +137,7 @@ def in_memory(client, n: int, decimals, seed: int, repeats: int, score_ranges=No
 
 
 def ensure_parquet(client, n: int, decimals, seed: int, root: Path) -> Path:
-    from daskml_scale.io import write_parquet
+    from daskml_scale.storage import write_parquet
 
     kind = "tied4" if decimals is not None else "continuous"
     path = root / f"eval-scores-{n}-{kind}"

@@ -41,7 +41,7 @@ from _common import add_data_dir_arg
 from daskml_scale.cluster import connect
 from daskml_scale.data import make_transactions
 from daskml_scale.features import TransactionFeatures
-from daskml_scale.io import library_versions, write_parquet
+from daskml_scale.storage import library_versions, write_parquet
 
 REQUIRED_PARAMS = {
     "windows": {"1h": ["count"], "24h": ["count", "sum"], "7d": ["mean"]},
@@ -144,7 +144,11 @@ def pandas_required(df: pd.DataFrame) -> pd.DataFrame:
     prev = u["timestamp"] - u.groupby("card_id")["timestamp"].shift()
     out["card_seconds_since_prev"] = (
         s[["card_id", "timestamp"]]
-        .merge(u.assign(gap=prev.where(prev <= pd.Timedelta(days=30)).dt.total_seconds()), on=["card_id", "timestamp"], how="left")["gap"]
+        .merge(
+            u.assign(gap=prev.where(prev <= pd.Timedelta(days=30)).dt.total_seconds()),
+            on=["card_id", "timestamp"],
+            how="left",
+        )["gap"]
         .to_numpy()
     )
     return out

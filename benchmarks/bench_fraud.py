@@ -45,7 +45,7 @@ from daskml_scale.evaluation import average_precision_score  # noqa: E402
 from daskml_scale.features import TransactionFeatures  # noqa: E402
 from daskml_scale.fraud import SGDFraudClassifier, XGBoostFraudClassifier, score  # noqa: E402
 from daskml_scale.fraud._base import model_frame  # noqa: E402
-from daskml_scale.io import write_parquet  # noqa: E402
+from daskml_scale.storage import write_parquet  # noqa: E402
 
 DAYS = 60
 TEST_DAYS = 12
@@ -118,7 +118,11 @@ def main(argv=None):
                 pdf = pd.read_parquet(feat_path)  # native baseline: all rows in memory
                 X = model_frame(pdf, ours.numeric_columns_, ours.categories_)
                 dm = xgb.QuantileDMatrix(
-                    X, pdf[S.IS_FRAUD], enable_categorical=True, max_bin=256, feature_types=ours._feature_types()
+                    X,
+                    pdf[S.IS_FRAUD],
+                    enable_categorical=True,
+                    max_bin=256,
+                    feature_types=ours._feature_types(),
                 )
                 p = {**ours._params(), "nthread": args.workers}
                 return xgb.train(p, dm, num_boost_round=args.rounds)

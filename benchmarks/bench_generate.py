@@ -24,7 +24,7 @@ from pathlib import Path
 
 from daskml_scale.cluster import compute, connect
 from daskml_scale.data import make_interactions, make_transactions
-from daskml_scale.io import library_versions, write_parquet
+from daskml_scale.storage import library_versions, write_parquet
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ from distributed import Client, LocalCluster
 from daskml_scale.data import make_transactions
 from daskml_scale.features import TransactionFeatures
 from daskml_scale.features._hot_keys import split_partitions
-from daskml_scale.io import library_versions
+from daskml_scale.storage import library_versions
 
 HOT = -1  # the hot merchant's id (make_transactions' ids are >= 0)
 

@@ -64,7 +64,7 @@ from daskml_scale.data import clean, make_transactions, read_transactions, valid
 from daskml_scale.evaluation import classification_metrics  # noqa: E402
 from daskml_scale.features import TransactionFeatures  # noqa: E402
 from daskml_scale.fraud import XGBoostFraudClassifier, score  # noqa: E402
-from daskml_scale.io import library_versions, write_parquet  # noqa: E402
+from daskml_scale.storage import library_versions, write_parquet  # noqa: E402
 
 STAGES = ["generate", "baseline", "validate", "clean", "features", "train", "score", "evaluate"]
 START = pd.Timestamp("2025-01-01")  # make_transactions' default start

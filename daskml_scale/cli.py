@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 def print_json(obj) -> None:
     """Print a JSON object to stdout (what scripts read)."""
-    from .io import _json_default
+    from .storage import _json_default
 
     print(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
 
@@ -34,6 +34,20 @@ def _scheduler_arg(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster on this machine)",
     )
+    p.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="fsspec storage option for every input and output URL (repeat; dotted keys nest, values "
+        "are JSON when they parse: --storage-option client_kwargs.endpoint_url=http://minio:9000)",
+    )
+
+
+def _so(args) -> dict:
+    from .storage import parse_storage_options
+
+    return parse_storage_options(getattr(args, "storage_option", None))
 
 
 @contextmanager
@@ -73,12 +87,12 @@ def _add_generate(sub):
 
 def _run_generate(args):
     from .data import make_interactions, make_transactions
-    from .io import write_parquet
+    from .storage import write_parquet
 
     make = make_transactions if args.table == "transactions" else make_interactions
     ddf = make(args.rows, npartitions=args.partitions, seed=args.seed)
     with _client(args) as client:
-        write_parquet(ddf, args.out, client=client)
+        write_parquet(ddf, args.out, storage_options=_so(args), client=client)
     print_json({"table": args.table, "rows": args.rows, "partitions": ddf.npartitions, "out": args.out})
 
 
@@ -108,10 +122,10 @@ def _run_train_fraud(args):
         model = XGBoostFraudClassifier(features=features, valid_from=args.valid_from, device=args.device)
     else:
         model = SGDFraudClassifier(features=features, valid_from=args.valid_from)
-    ddf = read_transactions(args.input)
+    ddf = read_transactions(args.input, storage_options=_so(args))
     with _client(args) as client:
         model.fit(ddf, client=client)
-    model.save(args.model)
+    model.save(args.model, storage_options=_so(args))
     print_json({"model": args.model, "algo": args.algo, "validation": model.validation_metrics_})
 
 
@@ -144,10 +158,10 @@ def _run_train_als(args):
         device=args.device,
         random_state=args.seed,
     )
-    ddf = read_interactions(args.input)
+    ddf = read_interactions(args.input, storage_options=_so(args))
     with _client(args) as client:
         model.fit(ddf, client=client)
-    model.save(args.model)
+    model.save(args.model, storage_options=_so(args))
     print_json(
         {
             "model": args.model,
@@ -211,13 +225,14 @@ def _run_score(args):
     from .data import read_transactions
     from .fraud import load_model, score
 
-    model = load_model(args.model)
-    ddf = read_transactions(args.input)
-    history = read_transactions(args.history) if args.history else None
+    so = _so(args)
+    model = load_model(args.model, storage_options=so)
+    ddf = read_transactions(args.input, storage_options=so)
+    history = read_transactions(args.history, storage_options=so) if args.history else None
     with _client(args) as client:
         summary = score(
             model, ddf, out=args.out, history=history, threshold=args.threshold,
-            quarantine=args.quarantine, strict=args.strict, client=client,
+            quarantine=args.quarantine, strict=args.strict, storage_options=so, client=client,
         )  # fmt: skip
     print_json(summary)
 
@@ -293,7 +308,12 @@ def _run_validate(args):
     schema = SCHEMAS[args.table]
     # the schema is checked on metadata here, before a cluster starts or anything is written
     ddf = read_table(
-        args.input, schema, format=args.format, columns=mapping or None, time_unit=args.time_unit
+        args.input,
+        schema,
+        format=args.format,
+        columns=mapping or None,
+        time_unit=args.time_unit,
+        storage_options=_so(args),
     )
     kw = {"categories": args.categories, "duplicates": not args.no_duplicates, "time_unit": args.time_unit}
     with _client(args) as client:
@@ -301,7 +321,13 @@ def _run_validate(args):
             report = validate(ddf, schema, client=client, **kw)
         else:
             report = clean(
-                ddf, schema, out=args.out, quarantine_out=args.quarantine, client=client, **kw
+                ddf,
+                schema,
+                out=args.out,
+                quarantine_out=args.quarantine,
+                storage_options=_so(args),
+                client=client,
+                **kw,
             ).report
     out = report.to_dict()
     out.update({"input": args.input, "out": args.out, "quarantine": args.quarantine})
@@ -346,10 +372,12 @@ def _add_evaluate(sub):
 
 def _run_evaluate(args):
     from . import evaluation as ev
-    from .io import read_parquet
+    from .storage import read_parquet
 
     if args.evaluate_kind == "classification":
-        ddf = read_parquet(args.input)  # only the needed columns are read (projection pushdown)
+        ddf = read_parquet(
+            args.input, storage_options=_so(args)
+        )  # only the needed columns are read (projection pushdown)
         kw = dict(
             label=args.label,
             score=args.score,
@@ -361,19 +389,21 @@ def _run_evaluate(args):
             r = args.score_ranges
             r = int(r) if r is not None and r.isdigit() else r
             if args.report:
-                report = ev.Report.classification(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
-                report.save(args.report)
+                report = ev.Report.classification(
+                    ddf, score_ranges=r, passes=args.passes, client=client, **kw
+                )
+                report.save(args.report, storage_options=_so(args))
                 out = report.metrics
             else:
                 out = ev.classification_metrics(ddf, score_ranges=r, passes=args.passes, client=client, **kw)
     else:
-        recs = read_parquet(args.recs)
-        truth = read_parquet(args.truth)
+        recs = read_parquet(args.recs, storage_options=_so(args))
+        truth = read_parquet(args.truth, storage_options=_so(args))
         kw = dict(user_col=args.user_col, item_col=args.item_col, rank_col=args.rank_col)
         with _client(args) as client:
             if args.report:
                 report = ev.Report.ranking(recs, truth, k=args.k, client=client, **kw)
-                report.save(args.report)
+                report.save(args.report, storage_options=_so(args))
                 out = report.metrics
             else:
                 out = ev.ranking_metrics(recs, truth, k=args.k, client=client, **kw)
@@ -397,14 +427,15 @@ def _add_recommend(sub):
 
 def _run_recommend(args):
     from .data import read_interactions
-    from .io import write_parquet
     from .recommend import load_model, recommend_all
+    from .storage import write_parquet
 
-    model = load_model(args.model)
-    seen = read_interactions(args.exclude_seen) if args.exclude_seen else False
+    so = _so(args)
+    model = load_model(args.model, storage_options=so)
+    seen = read_interactions(args.exclude_seen, storage_options=so) if args.exclude_seen else False
     with _client(args) as client:
         recs = recommend_all(model, n=args.n, exclude_seen=seen, client=client)
-        write_parquet(recs, args.out, client=client)
+        write_parquet(recs, args.out, storage_options=so, client=client)
     print_json({"model": args.model, "out": args.out, "n": args.n, "users": len(model.user_ids_)})
 
 
@@ -438,7 +469,7 @@ def _run_features(args):
     from . import schema as S
     from .errors import ParameterError
     from .features import TransactionFeatures
-    from .io import read_parquet, write_json_atomic, write_parquet
+    from .storage import read_parquet, write_json, write_parquet
 
     tf = None
     if args.spec:  # checked before any cluster starts
@@ -446,8 +477,9 @@ def _run_features(args):
             raise ParameterError(f"--spec {args.spec!r} is not a file: give a JSON from --save-spec.")
         tf = TransactionFeatures.from_dict(json.loads(Path(args.spec).read_text()))
     # parquet as written; the transformer checks the columns its spec needs, naming any missing one
-    ddf = read_parquet(args.input)
-    history = read_parquet(args.history) if args.history else None
+    so = _so(args)
+    ddf = read_parquet(args.input, storage_options=so)
+    history = read_parquet(args.history, storage_options=so) if args.history else None
     with _client(args) as client:
         if tf is None:
             tf = TransactionFeatures().fit(ddf, client=client)
@@ -458,9 +490,9 @@ def _run_features(args):
         if history is not None:
             history = history[[c for c in history.columns if c in cols]]
         out = tf.transform(ddf, history=history)[[S.TRANSACTION_ID, *names]]
-        write_parquet(out, args.out, client=client)
+        write_parquet(out, args.out, storage_options=so, client=client)
     if args.save_spec:
-        write_json_atomic(args.save_spec, tf.to_dict())
+        write_json(args.save_spec, tf.to_dict(), storage_options=so)
     print_json({"out": args.out, "features": names, "partitions": out.npartitions, "history": args.history})
 
 
@@ -485,30 +517,30 @@ def _add_compress(sub):
 
 
 def _run_compress(args):
-    from pathlib import Path
 
     from .compression import compress
     from .errors import ArtifactError
-    from .io import read_artifact
+    from .storage import read_artifact
 
-    kind = read_artifact(args.model)["kind"]
+    so = _so(args)
+    kind = read_artifact(args.model, verify=False, storage_options=so)["kind"]
     if kind in ("ALSRecommender", "QuantizedALSRecommender", "PopularityRecommender"):
         from .data import read_interactions
         from .recommend import load_model
 
-        data = read_interactions(args.data) if args.data else None
+        data = read_interactions(args.data, storage_options=so) if args.data else None
     elif kind in ("XGBoostFraudClassifier", "SGDFraudClassifier"):
         from .data import read_transactions
         from .fraud import load_model
 
-        data = read_transactions(args.data) if args.data else None
+        data = read_transactions(args.data, storage_options=so) if args.data else None
     else:
         raise ArtifactError(f"{args.model} holds a {kind!r} artifact, which compress does not take.")
-    model = load_model(args.model)
+    model = load_model(args.model, storage_options=so)
     with _client(args) as client:
         small = compress(model, args.method, data, student=args.student, client=client)
-    small.save(args.out)
-    print_json({"model": args.model, "out": str(Path(args.out)), **small.compression_report_})
+    small.save(args.out, storage_options=so)
+    print_json({"model": args.model, "out": str(args.out), **small.compression_report_})
 
 
 COMMANDS = {
@@ -551,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         # the user's to fix, so one line (DASKML_SCALE_DEBUG=1 shows the traceback)
         if os.environ.get("DASKML_SCALE_DEBUG"):
             raise
-        from .io import _original_message
+        from .storage import _original_message
 
         print(
             f"daskml-scale {args.command}: error: {type(e).__name__}: {_original_message(e)} "

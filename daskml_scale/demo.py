@@ -26,7 +26,7 @@ import pandas as pd
 from . import schema as S
 from .cluster import get_client
 from .errors import ParameterError
-from .io import atomic_dir, write_json_atomic, write_parquet
+from .storage import atomic_dir, write_json_atomic, write_parquet
 
 __all__ = ["run_demo"]
 
@@ -62,13 +62,23 @@ def _fraud(txns, days_train, stages, out_tmp, client, seed):
     stages.run("fraud: train xgboost.dask (features + early stopping)", model.fit, train, client=client)
     stages.run(
         "fraud: batch score the test period",
-        score, model, test, history=train, out=out_tmp / "scores", client=client,
+        score,
+        model,
+        test,
+        history=train,
+        out=out_tmp / "scores",
+        client=client,
     )
     scored = dd.read_parquet(out_tmp / "scores")  # evaluate what was written
     labelled = scored.merge(test[[S.TRANSACTION_ID, S.IS_FRAUD]], on=S.TRANSACTION_ID)
     report = stages.run(
-        "fraud: evaluate", Report.classification, labelled, label=S.IS_FRAUD, score=S.SCORE,
-        title="Fraud: xgboost on the test period", client=client,
+        "fraud: evaluate",
+        Report.classification,
+        labelled,
+        label=S.IS_FRAUD,
+        score=S.SCORE,
+        title="Fraud: xgboost on the test period",
+        client=client,
     )
     report.save(out_tmp / "plots" / "fraud")
     metrics = {k: v for k, v in report.metrics.items() if not isinstance(v, (list, dict))}
@@ -81,8 +91,9 @@ def _recommend(inter, stages, out_tmp, client, seed):
 
     train, test = random_split(inter, test_size=0.2, seed=seed)
     train = train.persist() if client is not None else train
-    als = ALSRecommender(factors=16, regularization=0.1, alpha=5.0, iterations=10, engine="implicit",
-                         random_state=seed)
+    als = ALSRecommender(
+        factors=16, regularization=0.1, alpha=5.0, iterations=10, engine="implicit", random_state=seed
+    )
     stages.run("recommend: train ALS (implicit engine)", als.fit, train, client=client)
     pop = PopularityRecommender()
     stages.run("recommend: popularity baseline", pop.fit, train, client=client)
@@ -93,8 +104,15 @@ def _recommend(inter, stages, out_tmp, client, seed):
             write_parquet(recs, out_tmp / "recommendations", client=client)
             recs = dd.read_parquet(out_tmp / "recommendations")  # evaluate what was written
         report = stages.run(
-            f"recommend: evaluate {name}", Report.ranking, recs, test, k=10, ks=(1, 3, 5, 10), train=train,
-            title=f"Recommendations: {name}", client=client,
+            f"recommend: evaluate {name}",
+            Report.ranking,
+            recs,
+            test,
+            k=10,
+            ks=(1, 3, 5, 10),
+            train=train,
+            title=f"Recommendations: {name}",
+            client=client,
         )
         report.save(out_tmp / "plots" / f"recommend-{name}")
         out[name] = report.metrics
@@ -153,7 +171,9 @@ def run_demo(
     from .data import make_interactions, make_transactions
 
     if rows < 20_000:
-        raise ParameterError(f"The 'rows' parameter of run_demo must be >= 20000 to hold fraud to learn. Got {rows}.")
+        raise ParameterError(
+            f"The 'rows' parameter of run_demo must be >= 20000 to hold fraud to learn. Got {rows}."
+        )
     client = get_client(client)
     stages = _Stages(quiet)
     nparts = max(2, rows // 50_000)

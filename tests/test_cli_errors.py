@@ -91,7 +91,7 @@ def test_glob_that_matches_nothing(tmp_path, capsys):
 
 
 def test_reader_accepts_a_good_directory(tmp_path):
-    from daskml_scale.io import read_parquet
+    from daskml_scale.storage import read_parquet
 
     pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "x.parquet")
     assert read_parquet(tmp_path).compute()["a"].tolist() == [1, 2]

@@ -88,7 +88,7 @@ def test_manifest_agrees_with_registry():
         assert m["schema_mapping"]
         if m["sha256"] is None:
             assert "unknown" in m["sha256_note"]
-    from daskml_scale.io import sha256_file
+    from daskml_scale.storage import sha256_file
 
     for name, m in manifest.items():
         for rel, h in (m.get("local_sha256") or {}).items():

@@ -54,6 +54,7 @@ def test_classification_report(tmp_path):
     assert names == [
         "calibration.png",
         "gain.png",
+        "manifest.json",
         "pr.png",
         "report.json",
         "roc.png",
@@ -66,7 +67,7 @@ def test_classification_report(tmp_path):
     assert back.metrics["pr_auc"] == r.metrics["pr_auc"]
     # the first ROC threshold (+inf, "no alert") is null in strict JSON, so it reads back as NaN
     pd.testing.assert_frame_equal(back.tables["roc"].iloc[1:], r.tables["roc"].iloc[1:], check_dtype=False)
-    with pytest.raises(ParameterError, match="No report.json"):
+    with pytest.raises(ParameterError, match="not a report written by Report.save"):
         Report.load(tmp_path)
     same = ClassificationReport(df, amount="amount", threshold=0.3)  # constructor form (used by the demo)
     assert isinstance(same, Report) and same.metrics == pytest.approx(r.metrics)
@@ -94,7 +95,7 @@ def test_ranking_report(tmp_path):
     assert list(r.tables["metrics_at_k"]["k"]) == [1, 5, 10]
     assert r._repr_html_().count("data:image/png;base64,") == 1
     assert RankingReport(recs, truth, k=5, ks=(1, 10)).metrics == pytest.approx(r.metrics)
-    assert sorted(p.name for p in r.save(tmp_path / "r").iterdir()) == ["metrics_at_k.png", "report.json"]
+    assert sorted(p.name for p in r.save(tmp_path / "r").iterdir()) == ["manifest.json", "metrics_at_k.png", "report.json"]
 
 
 def test_cli_evaluate(client, tmp_path, capsys):

@@ -17,7 +17,7 @@ from daskml_scale.cli import main
 from daskml_scale.data import make_transactions
 from daskml_scale.errors import ArtifactError, ParameterError, SchemaError
 from daskml_scale.fraud import SGDFraudClassifier, XGBoostFraudClassifier, load_model, score, tune_threshold
-from daskml_scale.io import write_parquet
+from daskml_scale.storage import write_parquet
 
 FAST = {"learning_rate": 0.3, "n_estimators": 30, "early_stopping_rounds": 5, "max_depth": 4, "n_jobs": 1}
 
@@ -45,11 +45,15 @@ def sgd_model(frames):
 
 
 def _digests(path: Path) -> dict:
-    return {
+    """sha256 of every part; the manifest (job id, time) must list exactly those parts and hashes."""
+    parts = {
         f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
         for f in sorted(path.rglob("*"))
-        if f.is_file()
+        if f.is_file() and f.name != "_manifest.json"
     }
+    manifest = json.loads((path / "_manifest.json").read_text())
+    assert {p["path"]: p["sha256"] for p in manifest["parts"]} == parts
+    return parts
 
 
 # ------------------------------------------------------------------------------------ scoring

@@ -8,8 +8,8 @@ import pandas as pd
 
 from daskml_scale.cli import main
 from daskml_scale.data import make_interactions
-from daskml_scale.io import write_parquet
 from daskml_scale.recommend import ALSRecommender
+from daskml_scale.storage import write_parquet
 
 
 def test_train_als_then_recommend(client, tmp_path, capsys):

@@ -24,6 +24,8 @@ import pandas as pd
 from .. import schema as S
 from ..errors import ArtifactError, ParameterError, check_fitted, check_in
 from ..recommend import ALSRecommender
+from ..recommend._artifacts import load_from
+from ..storage import register_kind
 from ._quantize import METHODS, QuantizedFactors, quantize
 
 __all__ = ["QuantizedALSRecommender", "quantize_als"]
@@ -190,3 +192,8 @@ def _similar_block(Q, norms, lo, hi, item_ids, n):
             S.RANK: rank.astype(np.int64),
         }
     )
+
+
+# load_model finds the class by its kind: the artifact code imports no model
+
+register_kind(QuantizedALSRecommender, load_from)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import dask.dataframe as dd
@@ -22,7 +21,7 @@ import pandas as pd
 from .. import schema as S
 from ..cluster import compute
 from ..errors import DaskMLScaleError, ParameterError, check_in
-from ..io import _is_local, atomic_dir
+from ..storage import committed, read_parquet, record_meta, same_place
 from ._quantiles import quantile_summary, quantiles_from_summary
 from ._validate import (
     DUP,
@@ -209,27 +208,6 @@ def _finish_quarantine(df, rules: Rules, duplicate: bool):
     return out
 
 
-def _to_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write one frame (pyarrow, snappy like pandas' default); dictionary encoding only for strings,
-    where it pays: on unique ids and continuous floats it is tried, overflows and is thrown away."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    strings = [
-        f.name
-        for f in table.schema
-        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
-    ]
-    pq.write_table(table, str(path), use_dictionary=strings or False)
-
-
-def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.rglob("*.parquet")))
-
-
 def clean(
     ddf: dd.DataFrame,
     schema: S.TableSchema | str,
@@ -246,6 +224,7 @@ def clean(
     out=None,
     quarantine_out=None,
     npartitions: int | None = None,
+    storage_options: dict | None = None,
     client=None,
 ) -> CleanResult:
     """Split a table into clean rows and a quarantine, conserving every row.
@@ -272,9 +251,11 @@ def clean(
         Columns to impute/clip; default every numeric column outside the schema (``V1..V28``).
     spec : CleaningSpec or dict, optional
         Apply this learned spec instead of learning one (the scoring path). Excludes impute/clip.
-    out, quarantine_out : path, optional
-        Local directories: write both as parquet atomically in the same pass that counts. Without
-        them the report is computed now (one pass) and the returned collections stay lazy.
+    out, quarantine_out : str or path-like, optional
+        Directories or fsspec URLs: write both as parquet in the same pass that counts, each
+        committed by its manifest (rows and sha256 of every part) only once every part is written
+        (:mod:`daskml_scale.storage`). Without them the report is computed now (one pass) and the
+        returned collections stay lazy.
 
         Passes over the input: **one** in every case (counts, quantile summary for ``impute``/
         ``clip``, shuffle and writes share it; the writers receive the summary, as they run after
@@ -283,6 +264,8 @@ def clean(
         rather than holding every partition until it is known (two passes).
     npartitions : int, optional
         Partitions of the shuffle by key (default: as the input).
+    storage_options : dict, optional
+        Passed to the filesystem of ``out`` and ``quarantine_out``.
     client : distributed.Client, optional
 
     Returns
@@ -319,10 +302,7 @@ def clean(
         raise ParameterError(f"{owner}: give spec= (learned before) or impute=/clip= (learn now), not both.")
     if (out is None) != (quarantine_out is None):
         raise ParameterError(f"{owner}: give both out= and quarantine_out=, or neither.")
-    for p in (out, quarantine_out):
-        if p is not None and not _is_local(p):
-            raise ParameterError(f"{owner} writes atomically to local directories only; got {p!r}.")
-    if out is not None and Path(out).resolve() == Path(quarantine_out).resolve():
+    if out is not None and same_place(out, quarantine_out):
         raise ParameterError(f"{owner}: out and quarantine_out must be different directories.")
     feats = list(features) if features is not None else _default_features(ddf, rules.schema)
     absent = [c for c in feats if c not in ddf.columns]
@@ -380,41 +360,59 @@ def clean(
 
     # one writer task per partition on each side, so that no partition waits in memory for a second
     # consumer (a task writing clean rows and another writing duplicates would both need it)
-    wmeta = pd.DataFrame({"rows": pd.Series([], dtype="int64"), "dups": pd.Series([], dtype="int64")})
-    with atomic_dir(out) as tmp_out, atomic_dir(quarantine_out) as tmp_q:
-        dirs = (str(tmp_out), str(tmp_q))
-        w_bad = bad.map_partitions(_write_split, *dirs, "bad", rules, spec, meta=wmeta)
+    wmeta = _split_record_meta()
+    with committed(out, storage_options) as st_out, committed(quarantine_out, storage_options) as st_q:
+        writers = (st_out.writer, st_q.writer)
+        w_bad = bad.map_partitions(_write_split, *writers, "bad", rules, spec, meta=wmeta)
         w_ok = (marked if dedupe else valid).map_partitions(
-            _write_split, *dirs, "ok", rules, spec, summary, learn, meta=wmeta, align_dataframes=False
+            _write_split, *writers, "ok", rules, spec, summary, learn, meta=wmeta, align_dataframes=False
         )
         extra = [summary] if summary is not None else []
-        res = compute(total_lazy, w_bad, w_ok, *extra, client=client)  # small: counts, summary
+        res = compute(total_lazy, w_bad, w_ok, *extra, client=client)  # small: counts, records, summary
         if summary is not None:
             spec = _spec_from_summary(res[-1], *learn)
-        n_dup_written = int(res[2]["dups"].sum()) if dedupe else None
-        report = _report(rules, res[0], n_dup_written, _parquet_rows(tmp_out), _parquet_rows(tmp_q), spec)
-    return CleanResult(dd.read_parquet(str(out)), dd.read_parquet(str(quarantine_out)), report)
+        records = pd.concat([res[1], res[2]], ignore_index=True)
+        st_out.add(records[records["side"] == "out"])
+        st_q.add(records[records["side"] == "quarantine"])
+        n_dup_written = int(records["dups"].sum()) if dedupe else None
+        report = _report(rules, res[0], n_dup_written, st_out.rows, st_q.rows, spec)
+        st_out.metadata["report"] = report.to_dict() if hasattr(report, "to_dict") else None
+    return CleanResult(
+        read_parquet(out, storage_options=storage_options),
+        read_parquet(quarantine_out, storage_options=storage_options),
+        report,
+    )
 
 
-def _write_split(df, out_dir, q_dir, side, rules: Rules, spec, summary=None, learn=None, partition_info=None):
+def _split_record_meta() -> pd.DataFrame:
+    return record_meta().assign(side=pd.Series([], dtype=object), dups=pd.Series([], dtype="int64"))
+
+
+def _write_split(df, out_w, q_w, side, rules: Rules, spec, summary=None, learn=None, partition_info=None):
     """Write one partition's rows: quarantined ones (side "bad"), or clean ones and later duplicates.
 
-    ``summary`` (a computed quantile summary, given whole to every task) and ``learn`` (columns,
-    impute, clip) replace ``spec`` when the spec is learned in the same pass.
+    ``out_w`` and ``q_w`` are the staged outputs' part writers; returns the records of the parts
+    written. ``summary`` (a computed quantile summary, given whole to every task) and ``learn``
+    (columns, impute, clip) replace ``spec`` when the spec is learned in the same pass.
     """
     i = 0 if partition_info is None else int(partition_info["number"])
     if summary is not None:
         spec = _spec_from_summary(summary, *learn)
+    recs = []
     if side == "bad":
         q = _finish_quarantine(df, rules, False)
-        _to_parquet(q, Path(q_dir) / f"bad.{i:06d}.parquet")  # even empty: fixes the schema
-        return pd.DataFrame({"rows": [len(q)], "dups": [0]}, dtype="int64")
-    dup = df[DUP].to_numpy(dtype=bool) if DUP in df.columns else np.zeros(len(df), dtype=bool)
-    keep = _finish_clean(df[~dup], rules, spec)
-    _to_parquet(keep, Path(out_dir) / f"part.{i:06d}.parquet")
-    if dup.any():
-        _to_parquet(_finish_quarantine(df[dup], rules, True), Path(q_dir) / f"dup.{i:06d}.parquet")
-    return pd.DataFrame({"rows": [len(keep)], "dups": [int(dup.sum())]}, dtype="int64")
+        # even empty: fixes the schema
+        recs.append(q_w.write_parquet(q, f"bad.{i:06d}.parquet") | {"side": "quarantine", "dups": 0})
+    else:
+        dup = df[DUP].to_numpy(dtype=bool) if DUP in df.columns else np.zeros(len(df), dtype=bool)
+        keep = _finish_clean(df[~dup], rules, spec)
+        recs.append(out_w.write_parquet(keep, f"part.{i:06d}.parquet") | {"side": "out", "dups": 0})
+        if dup.any():
+            q = _finish_quarantine(df[dup], rules, True)
+            recs.append(
+                q_w.write_parquet(q, f"dup.{i:06d}.parquet") | {"side": "quarantine", "dups": int(dup.sum())}
+            )
+    return pd.DataFrame(recs).astype({"rows": "int64", "bytes": "int64", "dups": "int64"})
 
 
 def _report(rules, total, n_dup, rows_out, rows_q, spec) -> ValidationReport:

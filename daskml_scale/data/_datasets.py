@@ -126,7 +126,7 @@ def _fetch(name: str, known_hash: str | None, data_home) -> Path:
 
 
 def _verify_local(path: Path, hashes: dict) -> None:
-    from ..io import sha256_file
+    from ..storage import sha256_file
 
     for rel, h in hashes.items():
         if sha256_file(path / rel) != h:

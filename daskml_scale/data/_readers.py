@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import schema as S
 from ..errors import ParameterError, SchemaError
-from ..io import check_input, read_parquet
+from ..storage import check_input, read_parquet
 
 __all__ = ["coerce", "read_interactions", "read_table", "read_transactions"]
 

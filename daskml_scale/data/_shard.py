@@ -11,7 +11,7 @@ further shuffle: ``ddf.map_partitions(per_card_function)``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import posixpath
 
 import dask.dataframe as dd
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 from .. import schema as S
 from ..cluster import compute
 from ..errors import ArtifactError, ParameterError, SchemaError
-from ..io import _is_local, atomic_dir
+from ..storage import committed, filesystem, read_manifest, record_meta
 
 __all__ = ["bucket_of", "read_sharded", "sharding_info", "write_sharded"]
 
@@ -48,23 +48,24 @@ def _add_bucket(df, key, buckets):
     return df
 
 
-def _write_bucket(df, root, sort_by, by_day, time_col, partition_info=None):
+def _write_bucket(df, writer, sort_by, by_day, time_col, partition_info=None):
     b = int(partition_info["number"])
     df = df.reset_index(drop=True)
     df = df.drop(columns=[_BUCKET]) if _BUCKET in df.columns else df
     if sort_by and len(df):
         df = df.sort_values(sort_by, kind="stable", na_position="last").reset_index(drop=True)
     name = f"bucket-{b:05d}.parquet"
-    root = Path(root)
+    recs = []
     if not by_day:
-        df.to_parquet(root / name, index=False)
+        recs.append(writer.write_parquet(df, name))
     elif len(df):
         days = df[time_col].dt.strftime("%Y-%m-%d").fillna("none")
         for day, part in df.groupby(days.to_numpy(), sort=True):
-            d = root / f"day={day}"
-            d.mkdir(parents=True, exist_ok=True)
-            part.to_parquet(d / name, index=False)
-    return pd.DataFrame({"bucket": [b], "rows": [len(df)]})
+            recs.append(writer.write_parquet(part.reset_index(drop=True), f"day={day}/{name}"))
+    out = pd.DataFrame(recs, columns=["path", "rows", "bytes", "sha256"]).astype(
+        {"rows": "int64", "bytes": "int64"}
+    )
+    return out.assign(bucket=np.int64(b), bucket_rows=np.int64(len(df)))
 
 
 def write_sharded(
@@ -76,6 +77,7 @@ def write_sharded(
     by_day: bool = False,
     time_col: str = S.TIMESTAMP,
     sort_by: list[str] | None = None,
+    storage_options: dict | None = None,
     client=None,
 ) -> dict:
     """Write ``ddf`` hash-partitioned by ``key`` into ``buckets`` buckets, atomically.
@@ -84,7 +86,7 @@ def write_sharded(
     ----------
     ddf : dask.dataframe.DataFrame
     path : str or path-like
-        Local directory, replaced atomically.
+        Directory or fsspec URL, replaced with the commit protocol of :mod:`daskml_scale.storage`.
     key : str
         Entity column (``"card_id"``, ``"user_id"``): all rows of an entity land in one bucket.
     buckets : int
@@ -96,6 +98,8 @@ def write_sharded(
         Timestamp column for ``by_day`` and the default sort.
     sort_by : list of str, optional
         Order of rows inside a bucket; default ``[key, time_col]`` (when present).
+    storage_options : dict, optional
+        Passed to the filesystem.
     client : distributed.Client, optional
 
     Returns
@@ -125,27 +129,22 @@ def write_sharded(
             f"by_day=True needs a datetime column {time_col!r}; coerce it first (read_transactions does).",
             column=time_col,
         )
-    if not _is_local(path):
-        raise ParameterError(f"write_sharded writes atomically to local directories only; got {path!r}.")
     if sort_by is None:
         sort_by = [key] + ([time_col] if time_col in ddf.columns else [])
     buckets = int(buckets)
     with_b = ddf.map_partitions(_add_bucket, key, buckets, meta=ddf._meta.assign(**{_BUCKET: np.int64(0)}))
     # explicit divisions 0, 1, ..., buckets route bucket b to output partition b; no quantiles computed
     routed = with_b.set_index(_BUCKET, divisions=list(range(buckets + 1)), sorted=False)
-    with atomic_dir(path) as tmp:
-        ddf._meta.to_parquet(tmp / SCHEMA_FILE, index=False)
+    wmeta = record_meta().assign(
+        bucket=pd.Series([], dtype="int64"), bucket_rows=pd.Series([], dtype="int64")
+    )
+    with committed(path, storage_options) as st:
         written = routed.map_partitions(
-            _write_bucket,
-            str(tmp),
-            sort_by,
-            by_day,
-            time_col,
-            meta=pd.DataFrame({"bucket": pd.Series([], dtype="int64"), "rows": pd.Series([], dtype="int64")}),
-            align_dataframes=False,
+            _write_bucket, st.writer, sort_by, by_day, time_col, meta=wmeta, align_dataframes=False
         )
-        (rows,) = compute(written, client=client)  # small: one row per bucket
-        rows = rows.sort_values("bucket")
+        (recs,) = compute(written, client=client)  # small: one record per file
+        st.add(recs)
+        rows = recs.groupby("bucket")["bucket_rows"].first().reindex(range(buckets), fill_value=0)
         info = {
             "format": "daskml-scale-sharded",
             "version": 1,
@@ -155,32 +154,33 @@ def write_sharded(
             "by_day": bool(by_day),
             "time_col": time_col if by_day else None,
             "sort_by": list(sort_by),
-            "rows": int(rows["rows"].sum()),
-            "rows_per_bucket": [int(r) for r in rows["rows"]],
+            "rows": int(rows.sum()),
+            "rows_per_bucket": [int(r) for r in rows],
             "columns": [str(c) for c in ddf.columns],
         }
-        (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n")
+        st.add(st.writer.write_parquet(ddf._meta, SCHEMA_FILE))
+        st.add(st.writer.write_bytes((json.dumps(info, indent=2) + "\n").encode(), INFO))
+        st.metadata["sharding"] = info
     return info
 
 
-def sharding_info(path) -> dict:
-    """The ``_sharding.json`` of a directory written by :func:`write_sharded`."""
-    f = Path(path) / INFO
-    if not f.is_file():
-        raise ArtifactError(f"{path} was not written by write_sharded: {INFO} is missing.")
-    return json.loads(f.read_text())
+def _manifest(path, storage_options) -> dict:
+    m = read_manifest(path, storage_options)
+    if m is None or "sharding" not in m.get("metadata", {}):
+        raise ArtifactError(f"{path} was not written by write_sharded: it has no sharding manifest.")
+    return m
 
 
-def _read_bucket(b, root, by_day, columns, days, meta_arg):
-    root = Path(root)
-    name = f"bucket-{b:05d}.parquet"
-    if not by_day:
-        files = [root / name]
-    else:
-        files = sorted(root.glob(f"day=*/{name}"))
-        if days is not None:
-            files = [f for f in files if f.parent.name[4:] in days]
-    frames = [pd.read_parquet(f, columns=columns) for f in files if f.exists()]
+def sharding_info(path, *, storage_options: dict | None = None) -> dict:
+    """The sharding description of a directory written by :func:`write_sharded`."""
+    return _manifest(path, storage_options)["metadata"]["sharding"]
+
+
+def _read_bucket(files, fs, columns, meta_arg):
+    frames = []
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            frames.append(pd.read_parquet(fh, columns=columns))
     frames = [f for f in frames if len(f)]
     if not frames:
         return meta_arg
@@ -188,7 +188,13 @@ def _read_bucket(b, root, by_day, columns, days, meta_arg):
     return df.astype(meta_arg.dtypes.to_dict())
 
 
-def read_sharded(path, *, columns: list[str] | None = None, days: list[str] | None = None) -> dd.DataFrame:
+def read_sharded(
+    path,
+    *,
+    columns: list[str] | None = None,
+    days: list[str] | None = None,
+    storage_options: dict | None = None,
+) -> dd.DataFrame:
     """Read a sharded directory: partition ``b`` is bucket ``b``, so every entity is in one partition.
 
     Parameters
@@ -199,6 +205,8 @@ def read_sharded(path, *, columns: list[str] | None = None, days: list[str] | No
         Columns to read.
     days : list of str, optional
         With ``by_day`` sharding, only these days (``"2025-01-03"``).
+    storage_options : dict, optional
+        Passed to the filesystem.
 
     Returns
     -------
@@ -211,18 +219,29 @@ def read_sharded(path, *, columns: list[str] | None = None, days: list[str] | No
     >>> ddf = read_sharded("shards/tx")  # doctest: +SKIP
     >>> ddf.map_partitions(lambda df: df.groupby("card_id").amount.mean())  # doctest: +SKIP
     """
-    info = sharding_info(path)
+    m = _manifest(path, storage_options)
+    info = m["metadata"]["sharding"]
     if days is not None and not info["by_day"]:
         raise ParameterError(f"days= needs a table sharded with by_day=True; {path} was not.")
-    meta = pd.read_parquet(Path(path) / SCHEMA_FILE, columns=columns)
+    fs, root = filesystem(path, storage_options)
+    prefix = posixpath.dirname(next(p["path"] for p in m["parts"] if p["path"].endswith(SCHEMA_FILE)))
+    with fs.open(posixpath.join(root, prefix, SCHEMA_FILE), "rb") as fh:
+        meta = pd.read_parquet(fh, columns=columns)
     days = None if days is None else {str(pd.Timestamp(d).date()) for d in days}
+    per_bucket: list[list[str]] = [[] for _ in range(info["buckets"])]
+    for p in sorted(m["parts"], key=lambda p: p["path"]):  # day=YYYY-MM-DD sorts by date
+        rel = p["path"][len(prefix) + 1 if prefix else 0 :]
+        name = posixpath.basename(rel)
+        if not name.startswith("bucket-"):
+            continue
+        if days is not None and posixpath.dirname(rel)[4:] not in days:
+            continue
+        per_bucket[int(name[7:12])].append(posixpath.join(root, p["path"]))
     return dd.from_map(
         _read_bucket,
-        list(range(info["buckets"])),
-        root=str(path),
-        by_day=info["by_day"],
+        per_bucket,
+        fs=fs,
         columns=columns,
-        days=days,
         meta=meta,
         meta_arg=meta,
         label="read-sharded",

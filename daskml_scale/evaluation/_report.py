@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -336,26 +335,36 @@ class Report:
             f"<div>{imgs}</div></div>"
         )
 
-    def save(self, path) -> Path:
-        """Write ``report.json`` and one PNG per plot into directory ``path`` (replaced atomically)."""
-        from ..io import atomic_dir, write_json_atomic
+    def save(self, path, *, storage_options: dict | None = None):
+        """Write ``report.json`` and one PNG per plot into the directory or URL ``path``.
 
-        path = Path(path)
-        with atomic_dir(path) as tmp:
+        Committed as an artifact of kind ``"Report"`` (:mod:`daskml_scale.storage`): a manifest with
+        the sha256 of every file, written last; a reader never sees half a report.
+        """
+        from ..storage import write_artifact, write_json_atomic
+
+        def write(tmp):
             write_json_atomic(tmp / "report.json", self.to_dict())
             for name, f in self.figures().items():
                 (tmp / f"{name}.png").write_bytes(self._png(f))
-        return path
+
+        return write_artifact(
+            path, write, kind="Report", metadata={"title": self.title}, storage_options=storage_options
+        )
 
     @classmethod
-    def load(cls, path) -> Report:
+    def load(cls, path, *, storage_options: dict | None = None) -> Report:
         """Read a report saved by :meth:`save` (metrics and tables; plots are redrawn)."""
         import json
 
-        p = Path(path) / "report.json"
-        if not p.exists():
-            raise ParameterError(f"No report.json in {str(path)!r}: pass a directory written by Report.save.")
-        d = json.loads(p.read_text())
+        from ..errors import ArtifactError
+        from ..storage import open_artifact
+
+        try:
+            with open_artifact(path, kind="Report", storage_options=storage_options) as (_, d):
+                d = json.loads((d / "report.json").read_text())
+        except ArtifactError as e:
+            raise ParameterError(f"{str(path)!r} is not a report written by Report.save: {e}") from None
         tables = {
             k: pd.DataFrame(dict(zip(v["columns"], v["data"]))).astype(float) for k, v in d["tables"].items()
         }

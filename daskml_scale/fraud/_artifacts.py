@@ -23,7 +23,8 @@ import pandas as pd
 
 from .. import schema as S
 from ..errors import ArtifactError, ParameterError, check_fitted, check_in
-from ..io import read_artifact, write_artifact
+from ..storage import load_model as _load_any
+from ..storage import write_artifact
 
 __all__ = ["load_model", "save_model"]
 
@@ -56,30 +57,26 @@ def _json_value(v):
     return v
 
 
-def _classes():
-    from ._sgd import SGDFraudClassifier
-    from ._xgboost import XGBoostFraudClassifier
-
-    return {c._kind: c for c in (XGBoostFraudClassifier, SGDFraudClassifier)}
-
-
-def save_model(model, path, *, format: str = "ubj") -> Path:
-    """Save a fitted fraud classifier to the directory ``path`` (replaced atomically).
+def save_model(model, path, *, format: str = "ubj", storage_options: dict | None = None):
+    """Save a fitted fraud classifier to the directory or URL ``path`` (committed in one step).
 
     Parameters
     ----------
     model : XGBoostFraudClassifier or SGDFraudClassifier
-    path : path-like
+    path : str or path-like
+        Local directory or fsspec URL (``s3://models/fraud``).
     format : {'ubj', 'json'}
         Booster format for XGBoost (ignored for SGD).
+    storage_options : dict, optional
+        Passed to the filesystem.
 
     Returns
     -------
-    pathlib.Path
+    pathlib.Path or str
     """
     kind = type(model).__name__
     check_in("format", format, ("ubj", "json"), "save_model")
-    if kind not in _classes():
+    if kind not in _STATE:
         raise ParameterError(f"save_model saves fraud classifiers; got {kind}.")
     check_fitted(model, "model_columns_")
     params = {k: _json_value(v) for k, v in model.get_params(deep=False).items()}
@@ -117,15 +114,18 @@ def save_model(model, path, *, format: str = "ubj") -> Path:
             for name, arr in arrays.items():
                 np.save(tmp / f"{name}.npy", np.asarray(arr, dtype="float64"), allow_pickle=False)
 
-    return write_artifact(path, write, kind=kind, metadata=metadata)
+    return write_artifact(path, write, kind=kind, metadata=metadata, storage_options=storage_options)
 
 
-def load_model(path):
+def load_model(path, *, storage_options: dict | None = None):
     """Load a fraud classifier saved by ``save``; every file's sha256 is verified first.
 
     Parameters
     ----------
-    path : path-like
+    path : str or path-like
+        Local directory or fsspec URL.
+    storage_options : dict, optional
+        Passed to the filesystem.
 
     Returns
     -------
@@ -141,12 +141,13 @@ def load_model(path):
     >>> from daskml_scale.fraud import load_model
     >>> model = load_model("models/fraud")  # doctest: +SKIP
     """
-    path = Path(path)
-    manifest = read_artifact(path)
-    kind = manifest.get("kind")
-    classes = _classes()
-    if kind not in classes:
-        raise ArtifactError(f"{path} holds a {kind!r} artifact, not a fraud model ({sorted(classes)}).")
+    return _load_any(path, kinds=tuple(_STATE), storage_options=storage_options)
+
+
+def load_from(cls, manifest: dict, path: Path):
+    """Build a fraud classifier of class ``cls`` from a verified artifact's files (the loader each
+    fraud class registers with :func:`daskml_scale.storage.register_kind`)."""
+    kind = manifest["kind"]
     meta = manifest["metadata"]
     params = dict(meta["params"])
     # saved before calibration existed: its threshold was chosen on the raw scores, keep those
@@ -154,7 +155,7 @@ def load_model(path):
     features = json.loads((path / "features.json").read_text())
     if params["features"] == "spec":
         params["features"] = _features_from_dict(features)
-    model = classes[kind](**params)
+    model = cls(**params)
     # saved before Platt recalibration existed: calibrate=True meant the prior correction alone,
     # which is what calibration_=None gives (its threshold was chosen on those scores)
     model.calibration_ = None

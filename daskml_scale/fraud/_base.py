@@ -536,19 +536,19 @@ class FraudClassifierBase(BaseEstimator):
         return out
 
     # ----------------------------------------------------------------------------- artifacts
-    def save(self, path, *, format: str = "ubj"):
-        """Save to the directory ``path`` (open formats, sha256 manifest); see :func:`load_model`."""
+    def save(self, path, *, format: str = "ubj", storage_options: dict | None = None):
+        """Save to the directory or URL ``path`` (open formats, sha256 manifest); see :func:`load_model`."""
         from ._artifacts import save_model
 
-        return save_model(self, path, format=format)
+        return save_model(self, path, format=format, storage_options=storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, *, storage_options: dict | None = None):
         """Load a model of this class saved with :meth:`save` (files verified)."""
         from ..errors import ArtifactError
         from ._artifacts import load_model
 
-        model = load_model(path)
+        model = load_model(path, storage_options=storage_options)
         if not isinstance(model, cls):
             raise ArtifactError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}.")
         return model

@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import schema as S
 from ..cluster import compute
-from ..errors import ArtifactError, DaskMLScaleError, ParameterError, check_fitted
-from ..io import _is_local
+from ..errors import DaskMLScaleError, ParameterError, check_fitted
+from ..storage import _is_local, same_place
 from ._base import check_transactions, to_dask
 
 __all__ = ["score", "tune_threshold"]
@@ -38,6 +38,7 @@ def score(
     threshold=None,
     quarantine=None,
     strict: bool = False,
+    storage_options: dict | None = None,
     client=None,
 ):
     """Score transactions with a fitted fraud model: ``transaction_id, score, is_alert``.
@@ -58,9 +59,11 @@ def score(
         Fitted, or loaded with :func:`load_model`.
     ddf : Dask or pandas DataFrame
         Canonical transactions (``is_fraud`` not needed, and ignored).
-    out : path-like, optional
-        Parquet directory to write; replaced atomically (a temporary sibling, then a rename), so a
-        rerun gives identical files and never duplicates.
+    out : str or path-like, optional
+        Parquet directory or fsspec URL (``s3://bucket/scores/2025-02-01``) to write with the commit
+        protocol of :mod:`daskml_scale.storage`: parts, then a manifest of their rows and sha256; a
+        reader never sees half an output, and a rerun replaces it in one visible step with
+        identical parts, never duplicating.
     history : Dask or pandas DataFrame, optional
         Earlier transactions, so per-card windows at the start of the batch see their past.
     threshold : float, optional
@@ -68,13 +71,14 @@ def score(
     quarantine : path-like, optional
         Parquet directory for the rows that cannot be scored: their coerced columns,
         ``source_partition``, ``source_row`` (where they were read) and ``reason``. Needs ``out``;
-        both are written in the same pass and committed together (each through a temporary sibling
-        renamed into place once both are complete). Without it, those rows are counted in the
-        summary but not written.
+        both are written in the same pass and committed once both are complete. Without it, those
+        rows are counted in the summary but not written.
     strict : bool
         Fail instead: raise :class:`~daskml_scale.errors.SchemaError` naming the column, the rule and
         the count when any row (of ``ddf`` or ``history``) fails a check, after a counting pass and
         before anything is written.
+    storage_options : dict, optional
+        Passed to the filesystem of ``out`` and ``quarantine`` (credentials, endpoint).
     client : distributed.Client, optional
 
     Returns
@@ -85,8 +89,8 @@ def score(
         "alerts", "threshold", "model"}``: ``rows`` is ``rows_scored``; ``counts`` the rows failing
         each check (a row failing two counts under both, and once in ``rows_quarantined``);
         ``history`` is ``{"rows_in", "rows_used", "rows_dropped", "counts"}`` or None. Row counts
-        are read back from what was written, and ``rows_in == rows_scored + rows_quarantined`` is
-        checked on independent counts before the outputs are committed.
+        are those recorded by the tasks that wrote the parts, and ``rows_in == rows_scored +
+        rows_quarantined`` is checked on independent counts before the outputs are committed.
 
     Raises
     ------
@@ -114,9 +118,7 @@ def score(
             raise ParameterError(
                 "score: quarantine= needs out= (the scores and the quarantine are written together)."
             )
-        if not _is_local(quarantine):
-            raise ParameterError(f"score writes atomically to local directories only; got {quarantine!r}.")
-        if Path(out).resolve() == Path(quarantine).resolve():
+        if same_place(out, quarantine):
             raise ParameterError("score: out and quarantine must be different directories.")
     if history is not None:
         check_transactions(history, "score (history)", label=False, dtypes=False)
@@ -134,36 +136,36 @@ def score(
     scored = scored.map_partitions(_sorted_by_id, meta=scored._meta)
     if out is None:
         return scored
-    import dask.dataframe as dd
+    from ..storage import committed, write_parts
 
-    from ..data._clean import _parquet_rows
-    from ..io import atomic_dir
-
-    if not _is_local(out):
-        raise ArtifactError(
-            f"score writes atomically to local directories only; got {out!r}. Write locally and copy."
-        )
+    # one pass: the scores, the quarantine and the counts (small); each written part by part and
+    # committed by its manifest (rows and sha256 of every part) once every part is in place
     with (
-        atomic_dir(out) as tmp_out,
-        atomic_dir(quarantine) if quarantine is not None else contextlib.nullcontext() as tmp_q,
+        committed(out, storage_options) as st_out,
+        committed(quarantine, storage_options)
+        if quarantine is not None
+        else contextlib.nullcontext() as st_q,
     ):
-        tasks = [scored.to_parquet(str(tmp_out), write_index=False, compute=False)]
-        if tmp_q is not None:
-            tasks.append(batch.bad.to_parquet(str(tmp_q), write_index=False, compute=False))
-        # one pass: the scores, the quarantine and the counts (small)
-        res = compute(*tasks, *lazy_counts, client=client)[len(tasks) :]
+        alerts_lazy = scored[S.IS_ALERT].sum()
+        tasks = [write_parts(scored, st_out.writer, "part")]
+        if st_q is not None:
+            tasks.append(write_parts(batch.bad, st_q.writer, "part"))
+        res = compute(*tasks, alerts_lazy, *lazy_counts, client=client)
+        st_out.add(res[0])
+        if st_q is not None:
+            st_q.add(res[1])
+        alerts = res[len(tasks)]
+        res = res[len(tasks) + 1 :]
         report = summarize(res[0], batch.rules)
-        rows_scored = _parquet_rows(tmp_out)
-        rows_q = _parquet_rows(tmp_q) if tmp_q is not None else report["rows_bad"]
+        rows_scored = st_out.rows
+        rows_q = st_q.rows if st_q is not None else report["rows_bad"]
         if report["rows_in"] != rows_scored + rows_q or rows_q != report["rows_bad"]:
             raise DaskMLScaleError(
                 f"score: row conservation failed: {report['rows_in']} rows in, {rows_scored} scored + "
                 f"{rows_q} quarantined (expected {report['rows_bad']} quarantined). Nothing was "
                 "written; this is a bug, please report it."
             )
-    written = dd.read_parquet(str(out), columns=[S.IS_ALERT])
-    # small: one count
-    (alerts,) = compute(written[S.IS_ALERT].sum(), client=client)
+        st_out.metadata.update({"rows_in": report["rows_in"], "rows_quarantined": rows_q})
     hist_report = None
     if hist is not None:
         h = summarize(res[1], hist.rules)
@@ -174,14 +176,14 @@ def score(
             "counts": h["counts"],
         }
     return {
-        "out": str(Path(out)),
+        "out": _display(out),
         "rows": rows_scored,
         "rows_in": report["rows_in"],
         "rows_scored": rows_scored,
         "rows_quarantined": rows_q,
         "conserved": True,
         "counts": report["counts"],
-        "quarantine": None if quarantine is None else str(Path(quarantine)),
+        "quarantine": None if quarantine is None else _display(quarantine),
         "history": hist_report,
         "alerts": int(alerts),
         "threshold": threshold,
@@ -241,6 +243,10 @@ def tune_threshold(
     t = float(choose_threshold(scored[S.IS_FRAUD], scored[S.SCORE], **kwargs))
     model.set_params(threshold=t)
     return t
+
+
+def _display(url) -> str:
+    return str(Path(url)) if _is_local(url) else str(url)
 
 
 def _sorted_by_id(pdf):

@@ -8,6 +8,8 @@ import pandas as pd
 from .. import schema as S
 from ..cluster import get_client
 from ..errors import ParameterError, check_fitted, check_in
+from ..storage import register_kind
+from ._artifacts import load_from
 from ._base import (
     FraudClassifierBase,
     check_transactions,
@@ -431,3 +433,7 @@ def _non_empty(ddf, client):
     (lengths,) = compute_small(ddf.map_partitions(len), client=client)  # small: one count per partition
     keep = [i for i, n in enumerate(lengths) if n > 0]
     return ddf if len(keep) == ddf.npartitions else ddf.partitions[keep]
+
+
+# load_model finds the class by its kind: the artifact code imports no model
+register_kind(XGBoostFraudClassifier, load_from)

@@ -25,7 +25,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..errors import FitError, ParameterError, check_fitted, check_in
+from ..storage import register_kind
 from . import _kernels as K
+from ._artifacts import load_from
 from ._matrix import (
     add_counts,
     apply_confidence,
@@ -416,19 +418,19 @@ class ALSRecommender(BaseEstimator):
         return similar_items(self, items, n=n)
 
     # ------------------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Save factors (``.npy``), id maps (parquet), parameters and metrics (JSON); no pickle."""
+    def save(self, path, *, storage_options: dict | None = None):
+        """Save factors (``.npy``), id maps (parquet), parameters and metrics (JSON); no pickle. To a directory or fsspec URL."""
         check_fitted(self, "user_factors_")
         from ._artifacts import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, storage_options=storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, *, storage_options: dict | None = None):
         """Load a model saved by :meth:`save`, verifying every file's sha256."""
         from ._artifacts import load_model
 
-        return load_model(path, kind=cls.__name__)
+        return load_model(path, kind=cls.__name__, storage_options=storage_options)
 
 
 def _block_stats(C) -> tuple[int, float]:
@@ -451,3 +453,7 @@ def _check_finite(F, side: str, iteration: int, iterations: int, max_conf: float
 
 def _confidence_block(block, offset, **kwargs):
     return apply_confidence(block, offset=int(offset), **kwargs)
+
+
+# load_model finds the class by its kind: the artifact code imports no model
+register_kind(ALSRecommender, load_from)

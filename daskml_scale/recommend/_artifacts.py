@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .. import schema as S
-from ..errors import ArtifactError
-from ..io import read_artifact, write_artifact
+from ..storage import load_model as _load_any
+from ..storage import write_artifact
 
 __all__ = ["load_model", "save_model"]
 
@@ -26,20 +26,11 @@ _ARRAYS = {
 _METRICS = ("loss_history_", "iteration_times_", "n_interactions_", "fit_time_s_")
 
 
-def _classes():
-    from ..compression import QuantizedALSRecommender
-    from ._als import ALSRecommender
-    from ._popularity import PopularityRecommender
-
-    return {
-        "ALSRecommender": ALSRecommender,
-        "PopularityRecommender": PopularityRecommender,
-        "QuantizedALSRecommender": QuantizedALSRecommender,
-    }
+_KINDS = tuple(_ARRAYS)
 
 
-def save_model(model, path):
-    """Write ``model`` to the directory ``path`` atomically; returns the path."""
+def save_model(model, path, *, storage_options: dict | None = None):
+    """Write ``model`` to the directory or fsspec URL ``path``, committed in one step; returns it."""
     kind = type(model).__name__
     params = model.get_params()
     metrics = {m.rstrip("_"): getattr(model, m) for m in _METRICS if hasattr(model, m)}
@@ -55,10 +46,16 @@ def save_model(model, path):
         (tmp / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
 
-    return write_artifact(path, write, kind=kind, metadata={"params": params, "metrics": metrics})
+    return write_artifact(
+        path,
+        write,
+        kind=kind,
+        metadata={"params": params, "metrics": metrics},
+        storage_options=storage_options,
+    )
 
 
-def load_model(path, kind=None):
+def load_model(path, kind=None, *, storage_options: dict | None = None):
     """Load a recommender saved by ``save``; ``kind`` (class name) is checked when given.
 
     Examples
@@ -66,17 +63,14 @@ def load_model(path, kind=None):
     >>> from daskml_scale.recommend import load_model
     >>> model = load_model("models/als")  # doctest: +SKIP
     """
-    manifest = read_artifact(path, kind=kind)
-    kind = manifest["kind"]
-    classes = _classes()
-    if kind not in classes:
-        raise ArtifactError(
-            f"{path} holds a {kind!r} artifact, not a recommender. Load it with its own class."
-        )
-    from pathlib import Path
+    return _load_any(path, kinds=(kind,) if kind else _KINDS, storage_options=storage_options)
 
-    path = Path(path)
-    model = classes[kind](**json.loads((path / "params.json").read_text()))
+
+def load_from(cls, manifest: dict, path):
+    """Build a recommender of class ``cls`` from a verified artifact's files (the loader each
+    recommender class registers with :func:`daskml_scale.storage.register_kind`)."""
+    kind = manifest["kind"]
+    model = cls(**json.loads((path / "params.json").read_text()))
     model.user_ids_ = pd.read_parquet(path / "user_ids.parquet")[S.USER_ID].to_numpy()
     model.item_ids_ = pd.read_parquet(path / "item_ids.parquet")[S.ITEM_ID].to_numpy()
     for attr in _ARRAYS[kind]:

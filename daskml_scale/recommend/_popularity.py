@@ -9,6 +9,8 @@ from sklearn.base import BaseEstimator
 from .. import schema as S
 from ..cluster import compute
 from ..errors import check_fitted, check_in
+from ..storage import register_kind
+from ._artifacts import load_from
 from ._matrix import build_id_maps, check_interactions
 
 __all__ = ["PopularityRecommender"]
@@ -75,16 +77,20 @@ class PopularityRecommender(BaseEstimator):
     def _confidence_rows(self, C):
         return C
 
-    def save(self, path):
-        """Save ids and popularity (parquet, ``.npy``, JSON), with a manifest of checksums."""
+    def save(self, path, *, storage_options: dict | None = None):
+        """Save ids and popularity (parquet, ``.npy``, JSON), with a manifest of checksums. To a directory or fsspec URL."""
         check_fitted(self, "item_scores_")
         from ._artifacts import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, storage_options=storage_options)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, *, storage_options: dict | None = None):
         """Load a model saved by :meth:`save`."""
         from ._artifacts import load_model
 
-        return load_model(path, kind=cls.__name__)
+        return load_model(path, kind=cls.__name__, storage_options=storage_options)
+
+
+# load_model finds the class by its kind: the artifact code imports no model
+register_kind(PopularityRecommender, load_from)
