@@ -82,6 +82,10 @@ def save_model(model, path, *, format: str = "ubj", storage_options: dict | None
     params = {k: _json_value(v) for k, v in model.get_params(deep=False).items()}
     if params["features"] is not None and not isinstance(params["features"], str):
         params["features"] = "spec"  # restored from features.json
+    if "storage_options" in params:  # credentials: never written into an artifact
+        params["storage_options"] = None
+    if params.get("checkpoint") is not None:
+        params["checkpoint"] = str(params["checkpoint"])
     state = {a: getattr(model, a) for a in _COMMON_STATE + _STATE[kind]}
     if getattr(model, "compression_report_", None) is not None:  # daskml_scale.compression
         state["compression_report_"] = model.compression_report_

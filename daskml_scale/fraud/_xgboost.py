@@ -9,6 +9,7 @@ from .. import schema as S
 from ..cluster import get_client
 from ..errors import ParameterError, check_fitted, check_in
 from ..storage import register_kind
+from . import _recovery
 from ._artifacts import load_from
 from ._base import (
     FraudClassifierBase,
@@ -79,6 +80,22 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         Fraction of the legitimate training rows kept (each chosen by a hash of its id and
         ``random_state``); fraud rows and the validation part are all kept.
     random_state : int
+    checkpoint : str or path-like, optional
+        Directory or fsspec URL (shared storage on a multi-machine cluster) where the booster is
+        checkpointed every ``checkpoint_every`` rounds during a Dask fit. A worker lost mid-fit is
+        noticed (its peers' collective calls fail), the fit waits for the cluster to recover (or
+        goes on with the workers left) and resumes from the last checkpoint to the same number of
+        rounds, early stopping included. Without it a lost worker restarts training from round 0.
+        See :mod:`daskml_scale.fraud._recovery` for what is and is not recovered.
+    checkpoint_every : int
+        Rounds between checkpoints.
+    max_restarts : int
+        Worker losses survived in one fit before it fails with :class:`~daskml_scale.errors.FitError`.
+    collective_timeout : float
+        Seconds a worker's collective call (allreduce) may wait for the others: a worker that hangs
+        without dying is noticed after this long. Raise it if one round takes longer on a worker.
+    storage_options : dict, optional
+        Passed to the filesystem of ``checkpoint``.
 
     Attributes
     ----------
@@ -99,6 +116,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         The fitted behaviour features.
     validation_metrics_ : dict
         ``classification_metrics`` on the validation part, plus ``ece`` (10 equal-width bins).
+    restarts_ : list of dict
+        One entry per worker loss survived during ``fit``: the lost workers, seconds to detection,
+        seconds waited for the cluster, the round resumed from.
 
     Examples
     --------
@@ -134,6 +154,11 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         calibrate: bool | str = True,
         negative_rate: float = 1.0,
         random_state: int = 0,
+        checkpoint=None,
+        checkpoint_every: int = 10,
+        max_restarts: int = 3,
+        collective_timeout: float = 60.0,
+        storage_options: dict | None = None,
     ):
         self.features = features
         self.n_estimators = n_estimators
@@ -155,6 +180,11 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         self.calibrate = calibrate
         self.negative_rate = negative_rate
         self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.max_restarts = max_restarts
+        self.collective_timeout = collective_timeout
+        self.storage_options = storage_options
 
     # ----------------------------------------------------------------------------- fit
     def _check_params(self):
@@ -249,16 +279,18 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             client = get_client(client)
             # xgboost cannot infer categories on a worker whose input is empty: drop empty partitions
             train, valid = _non_empty(train, client), None if valid is None else _non_empty(valid, client)
-            dtrain = xgb.dask.DaskQuantileDMatrix(
-                client,
-                self._matrix(train),
-                train[S.IS_FRAUD],
-                enable_categorical=True,
-                max_bin=self.max_bin,
-                feature_types=self._feature_types(),
-            )
-            evals = []
-            if valid is not None:
+
+            def build():  # again after a lost worker: Dask recomputes the partitions it held
+                dtrain = xgb.dask.DaskQuantileDMatrix(
+                    client,
+                    self._matrix(train),
+                    train[S.IS_FRAUD],
+                    enable_categorical=True,
+                    max_bin=self.max_bin,
+                    feature_types=self._feature_types(),
+                )
+                if valid is None:
+                    return dtrain, []
                 dvalid = xgb.dask.DaskQuantileDMatrix(
                     client,
                     self._matrix(valid),
@@ -267,18 +299,22 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                     ref=dtrain,
                     feature_types=self._feature_types(),
                 )
-                evals = [(dvalid, "valid")]
-            with xgb.config_context(verbosity=0):  # xgboost's warnings/info, passed on to workers
-                out = xgb.dask.train(
-                    client,
-                    params,
-                    dtrain,
-                    num_boost_round=self.n_estimators,
-                    evals=evals,
-                    early_stopping_rounds=esr,
-                    verbose_eval=False,
-                )
-            booster, history = out["booster"], out["history"]
+                return dtrain, [(dvalid, "valid")]
+
+            booster, history, self.restarts_ = _recovery.train(
+                client,
+                params,
+                build,
+                num_boost_round=self.n_estimators,
+                early_stopping_rounds=esr,
+                eval_metric=self.eval_metric,
+                checkpoint=self.checkpoint,
+                every=self.checkpoint_every,
+                max_restarts=self.max_restarts,
+                timeout_s=self.collective_timeout,
+                storage_options=self.storage_options,
+                owner=f"{type(self).__name__}.fit",
+            )
         else:
             with in_memory():
                 tr = train.compute()  # small: pandas input, in memory already
@@ -310,6 +346,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                 evals_result=history,
                 verbose_eval=False,
             )
+            self.restarts_ = []
         if esr is not None and getattr(booster, "best_iteration", None) is not None:
             booster = booster[: booster.best_iteration + 1]
         self.best_iteration_ = int(booster.num_boosted_rounds()) - 1
