@@ -53,7 +53,7 @@ TEST_DAYS = 12
 
 def ensure_transactions(data_dir: Path, rows: int, client, partition_rows: int) -> Path:
     path = data_dir / f"transactions-{rows}"
-    if not (path / "part.0.parquet").exists():
+    if not (path / "_manifest.json").exists():  # a committed output (write_parquet)
         print(f"generating {rows:,} transactions into {path}", flush=True)
         ddf = make_transactions(rows, days=DAYS, partition_rows=partition_rows, seed=0)
         write_parquet(ddf, path, client=client)

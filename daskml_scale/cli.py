@@ -110,6 +110,13 @@ def _add_train_fraud(kinds):
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="xgboost only")
     p.add_argument("--no-features", action="store_true", help="raw columns only (baseline)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="URL",
+        default=None,
+        help="xgboost: checkpoint the booster here every 10 rounds (shared storage on a cluster); a "
+        "worker lost mid-fit is survived by resuming from the last checkpoint",
+    )
     _scheduler_arg(p)
 
 
@@ -119,7 +126,13 @@ def _run_train_fraud(args):
 
     features = None if args.no_features else "auto"
     if args.algo == "xgboost":
-        model = XGBoostFraudClassifier(features=features, valid_from=args.valid_from, device=args.device)
+        model = XGBoostFraudClassifier(
+            features=features,
+            valid_from=args.valid_from,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            storage_options=_so(args) or None,
+        )
     else:
         model = SGDFraudClassifier(features=features, valid_from=args.valid_from)
     ddf = read_transactions(args.input, storage_options=_so(args))

@@ -1,9 +1,9 @@
 """XGBoost training that survives a lost worker: booster checkpoints and resume.
 
 ``xgboost.dask`` has no fault tolerance (dmlc/xgboost#9419, #10985): when a worker dies mid-fit the
-other workers' collective calls fail (a socket error, within a second of the death as measured in
-the resilience tests) and ``xgb.dask.train`` raises an ``XGBoostError``; a worker that hangs
-without dying is caught by the collective timeout. :func:`train` turns that into a restart:
+other workers' collective calls fail (a socket error, 0.3-0.4 s after the death in
+``benchmarks/bench_recovery.py``) and ``xgb.dask.train`` raises an ``XGBoostError``. :func:`train`
+turns a lost worker into a restart:
 
 1. every ``every`` rounds the worker of rank 0 writes the booster (UBJSON) and ``latest.json``
    (rounds done, evaluation history) to the checkpoint location (a directory or fsspec URL that
@@ -14,10 +14,14 @@ without dying is caught by the collective timeout. :func:`train` turns that into
    lost partitions from their graph) and resumes from the last checkpoint with ``xgb_model=`` for
    the rounds still to do, so the model has the same number of rounds as an undisturbed fit.
 
-What is not recovered: the rounds after the last checkpoint are trained again (at most ``every``);
-early stopping restarts its patience at the checkpoint (its best round is chosen among the rounds
-trained after the resume, and the model is cut there); a lost client ends the fit (the checkpoint
-stays, and :func:`latest` reads it).
+The early-stopping state (best score, best round, rounds without improvement) is carried over, so a
+resumed fit stops where an undisturbed one would. What is not recovered: the rounds after the last
+checkpoint are trained again (at most ``every``); a worker that hangs without leaving the cluster
+is not a loss: after ``timeout_s`` its peers' collective calls fail and the fit raises that error
+(it does not hang, and does not restart); a lost client or scheduler ends the fit, and a new fit
+starts from round 0 (it clears the checkpoint location first). The checkpoint location must be
+shared storage on a multi-machine cluster: a local path is written on the rank-0 worker's disk,
+where the client cannot read it, and a loss then restarts from round 0.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         Worker losses survived in one fit before it fails with :class:`~daskml_scale.errors.FitError`.
     collective_timeout : float
         Seconds a worker's collective call (allreduce) may wait for the others: a worker that hangs
-        without dying is noticed after this long. Raise it if one round takes longer on a worker.
+        without dying makes the fit fail after this long instead of hanging (it is not restarted).
+        Raise it if one round can take longer than this on a worker.
     storage_options : dict, optional
         Passed to the filesystem of ``checkpoint``.
 
