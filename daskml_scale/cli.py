@@ -581,13 +581,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _quiet_lost_scheduler():
+    """distributed's client logs its failed reconnections with a traceback: the one-line error that
+    main prints says it already (DASKML_SCALE_DEBUG=1 keeps the log)."""
+    import logging
+
+    log = logging.getLogger("distributed.client")
+    level = log.level
+    if not os.environ.get("DASKML_SCALE_DEBUG"):
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``daskml-scale`` command."""
     args = build_parser().parse_args(argv)
     _, run = COMMANDS[args.command]
+    from distributed.client import FutureCancelledError
+
     try:
-        with _progress(args.command):
+        with _progress(args.command), _quiet_lost_scheduler():
             code = run(args)
+    except FutureCancelledError as e:
+        if "scheduler-connection-lost" not in str(e) or os.environ.get("DASKML_SCALE_DEBUG"):
+            raise
+        print(
+            f"daskml-scale {args.command}: error: lost the connection to the Dask scheduler mid-job; "
+            "nothing was committed and any previous output is left as it was. Check the scheduler "
+            "and rerun.",
+            file=sys.stderr,
+        )
+        return 2
     except DaskMLScaleError as e:
         print(f"daskml-scale {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -278,11 +278,17 @@ class ALSRecommender(BaseEstimator):
         runner = Runner(client)
         t0 = time.perf_counter()
         user_ids, item_ids = build_id_maps(ddf, owner=owner, client=runner.client)
-        coo = partition_coo(runner, ddf, user_ids, item_ids)
         if self.engine == "implicit":
+            coo = partition_coo(runner, ddf, user_ids, item_ids)
             X, Y, losses, times, nnz = self._fit_implicit(runner, coo, len(user_ids), len(item_ids))
         else:
-            X, Y, losses, times, nnz = self._fit_distributed(runner, coo, len(user_ids), len(item_ids))
+            X, Y, losses, times, nnz = _restart_on_worker_loss(
+                runner,
+                lambda: self._fit_distributed(
+                    runner, partition_coo(runner, ddf, user_ids, item_ids), len(user_ids), len(item_ids)
+                ),
+                owner=f"{type(self).__name__}.fit",
+            )
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         self.user_factors_, self.item_factors_ = X, Y
         self.loss_history_, self.iteration_times_ = losses, times
@@ -431,6 +437,41 @@ class ALSRecommender(BaseEstimator):
         from ._artifacts import load_model
 
         return load_model(path, kind=cls.__name__, storage_options=storage_options)
+
+
+_MAX_RESTARTS = 3
+
+
+def _restart_on_worker_loss(runner, fit, owner: str):
+    """Run ``fit()`` again when a worker is lost under it (at most ``_MAX_RESTARTS`` times).
+
+    The engine's blocks are built once and their lineage released (the per-partition pieces are
+    freed), and the factors of one side are broadcast as scattered data, which Dask cannot recompute:
+    a lost worker ends the attempt with a cancelled future or a closed comm. The fit then waits for the
+    cluster to recover and starts again from the input (same seed: the same factors as an undisturbed
+    fit). The iterations done before the loss are lost; not the fit.
+    """
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    for attempt in range(_MAX_RESTARTS + 1):
+        before = set(runner.client.scheduler_info(n_workers=-1)["workers"]) if runner.distributed else set()
+        try:
+            return fit()
+        except (FutureCancelledError, CommClosedError, KilledWorker) as e:
+            if not runner.distributed or attempt == _MAX_RESTARTS:
+                if runner.distributed:
+                    raise FitError(
+                        f"{owner}(engine='distributed'): workers were lost {attempt + 1} times during "
+                        f"the fit; giving up. Last error: {type(e).__name__}: {e}"
+                    ) from e
+                raise
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if len(runner.client.scheduler_info(n_workers=-1)["workers"]) >= len(before):
+                    break
+                time.sleep(0.5)
 
 
 def _block_stats(C) -> tuple[int, float]:
