@@ -15,7 +15,7 @@ import sys
 from contextlib import contextmanager
 
 from . import __version__
-from .errors import DaskMLScaleError
+from .errors import DaskMLScaleError, ParameterError
 
 __all__ = ["main"]
 
@@ -146,7 +146,20 @@ def _add_train_als(kinds):
     p = kinds.add_parser("als", help="train an ALS recommender on canonical interactions")
     p.add_argument("input", metavar="INPUT", help="interactions (parquet: user_id, item_id[, weight])")
     p.add_argument("--model", required=True, metavar="DIR", help="where to save the model (replaced)")
-    p.add_argument("--engine", choices=["implicit", "distributed"], default="implicit")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "implicit", "distributed"],
+        default="auto",
+        help="auto: implicit on one worker while the matrix fits a quarter of its memory (default)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        default=None,
+        help="write the factor blocks there every --checkpoint-every iterations (distributed engine)",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=5)
+    p.add_argument("--resume", action="store_true", help="continue the fit checkpointed in --checkpoint")
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--iterations", type=int, default=15)
     p.add_argument("--regularization", type=float, default=0.01)
@@ -170,17 +183,22 @@ def _run_train_als(args):
         engine=args.engine,
         device=args.device,
         random_state=args.seed,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        storage_options=_so(args) or None,
     )
+    if args.resume and not args.checkpoint:
+        raise ParameterError("--resume needs --checkpoint DIR (the checkpoint of the fit to continue)")
     ddf = read_interactions(args.input, storage_options=_so(args))
     with _client(args) as client:
-        model.fit(ddf, client=client)
-    model.save(args.model, storage_options=_so(args))
+        model.fit(ddf, client=client, resume=args.checkpoint if args.resume else None)
+        model.save(args.model, storage_options=_so(args))  # the factor blocks are written by the workers
     print_json(
         {
             "model": args.model,
-            "engine": args.engine,
-            "users": len(model.user_ids_),
-            "items": len(model.item_ids_),
+            "engine": model.engine_,
+            "users": model.user_blocks_.n_rows,
+            "items": model.item_blocks_.n_rows,
             "interactions": model.n_interactions_,
             "fit_seconds": round(model.fit_time_s_, 3),
         }
@@ -307,7 +325,6 @@ def _add_validate(sub):
 
 def _run_validate(args):
     from .data import clean, read_table, validate
-    from .errors import ParameterError
     from .schema import SCHEMAS
 
     mapping = {}
@@ -480,7 +497,6 @@ def _run_features(args):
     from pathlib import Path
 
     from . import schema as S
-    from .errors import ParameterError
     from .features import TransactionFeatures
     from .storage import read_parquet, write_json, write_parquet
 

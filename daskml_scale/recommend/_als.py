@@ -24,29 +24,32 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .. import schema as S
 from ..errors import FitError, ParameterError, check_fitted, check_in
 from ..storage import register_kind
+from . import _blocks as B
 from . import _kernels as K
 from ._artifacts import load_from
+from ._blocks import FactorBlocks
+from ._checkpoint import check_layout, clear, latest, load_blocks, write_checkpoint
+from ._factorize import factorize_blocks
 from ._matrix import (
-    add_counts,
     apply_confidence,
-    balanced_bounds,
     bm25_factors,
     bm25_stats_rows,
-    build_block,
-    build_id_maps,
     check_confidence_params,
     check_interactions,
-    row_counts,
 )
-from ._runner import Runner, partition_coo, row_blocks, worker_threads
+from ._runner import Runner, worker_threads
 
 __all__ = ["ALSRecommender"]
 
-ENGINES = ("implicit", "distributed")
+ENGINES = ("auto", "implicit", "distributed")
 DEVICES = ("cpu", "cuda")
 KERNELS = ("auto", "implicit", "numpy")
+# engine="auto": implicit on one worker while its matrix and factors take at most this share of the
+# smallest worker's memory limit (implicit holds the CSR, both factor matrices and per-thread buffers)
+AUTO_MEMORY_SHARE = 0.25
 
 
 def _check_number(name, value, owner, *, integer=False, minimum=0.0, strict=False):
@@ -58,12 +61,14 @@ def _check_number(name, value, owner, *, integer=False, minimum=0.0, strict=Fals
         raise ParameterError(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
 
 
-def _fit_implicit_task(coo, shape, conf, params, seed, device):
-    """On one worker: assemble the CSR matrix, apply confidences, fit implicit's ALS there."""
+def _fit_implicit_task(blocks, user_ids, item_ids, conf, params, seed, device):
+    """On one worker: stack the user blocks into the CSR matrix, apply confidences, fit implicit's ALS."""
+    import scipy.sparse as sp
     import threadpoolctl
 
-    n_users, n_items = shape
-    C = build_block([c for c in coo], n_users, n_items)
+    C = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
+    user_ids = np.concatenate(user_ids) if len(user_ids) > 1 else user_ids[0]
+    item_ids = np.concatenate(item_ids) if len(item_ids) > 1 else item_ids[0]
     bm25 = None
     if conf["confidence"] == "bm25":
         user_nnz, _ = bm25_stats_rows(C)
@@ -71,8 +76,8 @@ def _fit_implicit_task(coo, shape, conf, params, seed, device):
         bm25 = bm25_factors(user_nnz, item_sums, conf["k1"], conf["b"])
     C = apply_confidence(C, confidence=conf["confidence"], alpha=conf["alpha"], bm25=bm25, k1=conf["k1"])
     k = params["factors"]
-    X0 = K.init_rows(0, n_users, k, seed, 0)
-    Y0 = K.init_rows(0, n_items, k, seed, 1)
+    X0 = K.init_factors(user_ids, k, seed, 0)
+    Y0 = K.init_factors(item_ids, k, seed, 1)
     losses, times = [], []
 
     def callback(iteration, elapsed, loss):
@@ -104,8 +109,15 @@ def _fit_implicit_task(coo, shape, conf, params, seed, device):
         np.asarray(model.item_factors, dtype=np.float32),
         losses,
         times,
-        int(C.nnz),
     )
+
+
+def _item(x, i):
+    return x[i]
+
+
+def _split_rows(F, offsets, b):
+    return F[int(offsets[b]) : int(offsets[b + 1])]
 
 
 def _gram(a):
@@ -126,9 +138,12 @@ class ALSRecommender(BaseEstimator):
         Confidence scale: ``c = alpha * f(w)`` (implicit's convention).
     iterations : int
         ALS iterations (one user half-step and one item half-step each).
-    engine : {"implicit", "distributed"}
+    engine : {"auto", "implicit", "distributed"}
         ``"implicit"`` fits implicit's ALS on one worker; ``"distributed"`` runs block ALS over all
-        workers without gathering the matrix.
+        workers without gathering the matrix. ``"auto"`` (default) picks implicit while its matrix
+        and factors (:func:`implicit_memory`: about 32 bytes per interaction plus 24 bytes per
+        factor and user or item) take at most a quarter of the smallest worker's memory limit, and
+        the distributed engine beyond, or whenever ``checkpoint`` or ``resume`` is given.
     device : {"cpu", "cuda"}
         ``"cuda"`` uses implicit's GPU build (engine ``"implicit"`` only).
     confidence : {"linear", "log", "bm25"}
@@ -150,13 +165,29 @@ class ALSRecommender(BaseEstimator):
     num_threads : int
         Threads of implicit's solver in engine ``"implicit"`` (0: the worker's threads).
     random_state : int
-        Seed of the initial factors (identical for both engines).
+        Seed of the initial factors: a row's initial factors are a hash of its id and the seed, so
+        they do not depend on the engine or on the blocks.
+    checkpoint : str or path-like, optional
+        Directory or fsspec URL where the distributed engine writes both sides' factor blocks every
+        ``checkpoint_every`` iterations (and at the end); a fit that loses a worker resumes from the
+        last one, and ``fit(..., resume=checkpoint)`` continues a fit whose client died.
+    checkpoint_every : int
+        Iterations between checkpoints (Spark's ``checkpointInterval``).
+    storage_options : dict, optional
+        fsspec options of the checkpoint location (credentials are never written into it).
 
     Attributes
     ----------
+    user_blocks_, item_blocks_ : FactorBlocks
+        The fitted factors as blocks (futures on the cluster, or arrays in process): ``ids[b]`` and
+        ``factors[b]`` of each block. The fitted model's factors stay where they were computed.
+    engine_ : str
+        The engine that ran (``"auto"`` resolved).
     user_ids_, item_ids_ : ndarray
-        Sorted distinct ids; a user's row in ``user_factors_`` is its position in ``user_ids_``.
+        Distinct ids, in this process (gathered from the blocks on first access): a user's row in
+        ``user_factors_`` is its position in ``user_ids_``. Sorted within each block.
     user_factors_, item_factors_ : ndarray of float32
+        Factors in this process (gathered on first access: use them for small models only).
     loss_history_ : list of float
         Training loss per iteration (empty unless ``compute_loss``).
     iteration_times_ : list of float
@@ -182,7 +213,7 @@ class ALSRecommender(BaseEstimator):
         regularization: float = 0.01,
         alpha: float = 1.0,
         iterations: int = 15,
-        engine: str = "implicit",
+        engine: str = "auto",
         device: str = "cpu",
         confidence: str = "linear",
         bm25_k1: float = 100.0,
@@ -193,6 +224,9 @@ class ALSRecommender(BaseEstimator):
         compute_loss: bool = False,
         num_threads: int = 0,
         random_state: int = 0,
+        checkpoint=None,
+        checkpoint_every: int = 5,
+        storage_options: dict | None = None,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -209,6 +243,9 @@ class ALSRecommender(BaseEstimator):
         self.compute_loss = compute_loss
         self.num_threads = num_threads
         self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.storage_options = storage_options
 
     # ------------------------------------------------------------------------------------ checks
     def _check_params(self):
@@ -225,10 +262,16 @@ class ALSRecommender(BaseEstimator):
         _check_number("regularization", self.regularization, owner, minimum=0.0)
         _check_number("bm25_k1", self.bm25_k1, owner, minimum=0.0)
         _check_number("bm25_b", self.bm25_b, owner, minimum=0.0)
+        _check_number("checkpoint_every", self.checkpoint_every, owner, integer=True, minimum=1)
         if self.n_blocks is not None:
             _check_number("n_blocks", self.n_blocks, owner, integer=True, minimum=1)
+        if self.checkpoint is not None and self.engine == "implicit":
+            raise ParameterError(
+                f"{owner}(checkpoint=...) needs engine='distributed' or 'auto'; engine='implicit' runs "
+                "implicit's own loop on one worker and cannot write factor blocks."
+            )
         if self.device == "cuda":
-            if self.engine != "implicit":
+            if self.engine == "distributed" or self.checkpoint is not None:
                 raise ParameterError(
                     f"device='cuda' is supported by engine='implicit' only in {owner}; got "
                     f"engine={self.engine!r}. Use engine='implicit' for a GPU, or device='cpu'."
@@ -256,8 +299,13 @@ class ALSRecommender(BaseEstimator):
         }
 
     # --------------------------------------------------------------------------------------- fit
-    def fit(self, interactions, y=None, *, client=None):
+    def fit(self, interactions, y=None, *, client=None, resume=None):
         """Learn user and item factors from interactions.
+
+        The input is read once: a distributed factorize cuts it into user and item blocks on the
+        workers (:mod:`~daskml_scale.recommend._factorize`); each iteration then moves factor blocks
+        worker to worker. The fitted factors stay on the cluster as blocks (``user_blocks_``,
+        ``item_blocks_``); ``to_local()`` brings them into this process when they fit.
 
         Parameters
         ----------
@@ -267,6 +315,9 @@ class ALSRecommender(BaseEstimator):
         y : ignored
         client : distributed.Client, optional
             Client to run on; None uses the current default client, else this process.
+        resume : str or path-like, optional
+            A checkpoint directory (see ``checkpoint``): continue the fit it holds from its last
+            iteration. The interactions, ``n_blocks`` and parameters must be those of that fit.
 
         Returns
         -------
@@ -274,30 +325,52 @@ class ALSRecommender(BaseEstimator):
         """
         self._check_params()
         owner = type(self).__name__
+        if resume is not None and latest(resume, self.storage_options) is None:
+            raise ParameterError(
+                f"{owner}.fit(resume={str(resume)!r}): no checkpoint there (no latest.json). Pass the "
+                "checkpoint directory of an interrupted fit, or fit without resume=."
+            )
         ddf = check_interactions(interactions, owner)
         runner = Runner(client)
         t0 = time.perf_counter()
-        user_ids, item_ids = build_id_maps(ddf, owner=owner, client=runner.client)
-        if self.engine == "implicit":
-            coo = partition_coo(runner, ddf, user_ids, item_ids)
-            X, Y, losses, times, nnz = self._fit_implicit(runner, coo, len(user_ids), len(item_ids))
-        else:
-            X, Y, losses, times, nnz = _restart_on_worker_loss(
-                runner,
-                lambda: self._fit_distributed(
-                    runner, partition_coo(runner, ddf, user_ids, item_ids), len(user_ids), len(item_ids)
-                ),
-                owner=f"{type(self).__name__}.fit",
-            )
-        self.user_ids_, self.item_ids_ = user_ids, item_ids
-        self.user_factors_, self.item_factors_ = X, Y
+        n_blocks = int(self.n_blocks or (runner.n_threads() if runner.distributed else 2))
+        self._resume, self._resumable = resume, False
+        if self.checkpoint is not None and resume is None:
+            clear(self.checkpoint, self.storage_options)  # a new fit never resumes an older one
+
+        def attempt():
+            bm = factorize_blocks(runner, ddf, n_blocks, n_blocks, owner=owner)
+            engine = self._choose_engine(runner, bm)
+            if engine == "implicit":
+                return engine, bm, self._fit_implicit(runner, bm)
+            return engine, bm, self._fit_distributed(runner, bm)
+
+        engine, bm, (X, Y, losses, times) = _restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
+        self.engine_ = engine
+        self._id_dtypes = {
+            "user": ddf._meta[S.USER_ID].to_numpy()[:0],
+            "item": ddf._meta[S.ITEM_ID].to_numpy()[:0],
+        }
+        self.user_blocks_ = FactorBlocks(bm.user_ids, X, bm.user_offsets)
+        self.item_blocks_ = FactorBlocks(bm.item_ids, Y, bm.item_offsets)
+        self.__dict__.pop("_local", None)
         self.loss_history_, self.iteration_times_ = losses, times
-        self.n_interactions_ = int(nnz)
+        self.n_interactions_ = int(bm.nnz)
         self.fit_time_s_ = time.perf_counter() - t0
         self._train_interactions = ddf  # lazy: what recommend_all excludes by default in this session
         return self
 
-    def _fit_implicit(self, runner, coo, n_users, n_items):
+    def _choose_engine(self, runner, bm) -> str:
+        if self.engine != "auto":
+            return self.engine
+        if self.device == "cuda":
+            return "implicit"
+        if self.checkpoint is not None or self._resume is not None:
+            return "distributed"  # only the distributed engine checkpoints
+        need = implicit_memory(bm.n_users, bm.n_items, bm.nnz, int(self.factors))
+        return "implicit" if need <= AUTO_MEMORY_SHARE * _smallest_worker_memory(runner) else "distributed"
+
+    def _fit_implicit(self, runner, bm):
         params = {
             "factors": int(self.factors),
             "regularization": float(self.regularization),
@@ -306,84 +379,212 @@ class ALSRecommender(BaseEstimator):
         }
         if self.device == "cpu":
             params["num_threads"] = int(self.num_threads)
-        fut = runner.submit(
-            _fit_implicit_task,
-            coo,
-            (n_users, n_items),
-            self._conf(),
-            params,
-            int(self.random_state),
-            self.device,
-        )
-        return runner.gather(fut)  # small: the factors
+        out = runner.submit(
+            _fit_implicit_task, bm.users, bm.user_ids, bm.item_ids, self._conf(), params,
+            int(self.random_state), self.device,
+        )  # fmt: skip
+        X, Y = runner.submit(_item, out, 0), runner.submit(_item, out, 1)
+        losses, times = runner.gather([runner.submit(_item, out, 2), runner.submit(_item, out, 3)])  # small
+        # the factors stay on that worker, cut into the factorize's blocks
+        X = [runner.submit(_split_rows, X, bm.user_offsets, b) for b in range(len(bm.users))]
+        Y = [runner.submit(_split_rows, Y, bm.item_offsets, j) for j in range(len(bm.items))]
+        return X, Y, losses, times
 
-    def _fit_distributed(self, runner, coo, n_users, n_items):
+    def _fit_distributed(self, runner, bm):
+        owner = type(self).__name__
         k, reg, seed = int(self.factors), float(self.regularization), int(self.random_state)
         kernel = self.kernel if self.kernel != "auto" else ("implicit" if K.has_implicit_cg() else "numpy")
-        n_blocks = self.n_blocks or (runner.n_threads() if runner.distributed else 2)
-        # blocks of about equal work (stored values + a per-row cost), not of equal row counts
-        counts = runner.map(row_counts, coo, n_rows=n_users, n_cols=n_items)
-        while len(counts) > 1:  # tree sum: at most 8 count vectors per task
-            counts = [runner.submit(add_counts, *counts[j : j + 8]) for j in range(0, len(counts), 8)]
-        user_counts, item_counts = runner.gather(counts[0])  # small: one count per user / item
-        ub = balanced_bounds(user_counts, n_blocks, row_cost=k)
-        ib = balanced_bounds(item_counts, n_blocks, row_cost=k)
-        users_raw = row_blocks(runner, coo, ub, n_items, by="row")
-        items_raw = row_blocks(runner, coo, ib, n_users, by="col")
-        coo.clear()  # the per-partition pieces are freed once the blocks are built
-        conf, bm25 = self._conf(), None
+        s, nb_u, nb_i = runner.submit, len(bm.users), len(bm.items)
+        conf = self._conf()
+        kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "k1": conf["k1"]}
         if self.confidence == "bm25":
-            u_stats = runner.gather(runner.map(bm25_stats_rows, users_raw))  # small: per-user counts
-            i_stats = runner.gather(runner.map(bm25_stats_rows, items_raw))  # small: per-item sums
-            bm25 = runner.broadcast(
-                bm25_factors(
-                    np.concatenate([s[0] for s in u_stats]),
-                    np.concatenate([s[1] for s in i_stats]),
-                    conf["k1"],
-                    conf["b"],
-                )
-            )
-        kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "bm25": bm25, "k1": conf["k1"]}
-        users = runner.map(_confidence_block, users_raw, list(ub[:-1]), orientation="user", **kw)
-        items = runner.map(_confidence_block, items_raw, list(ib[:-1]), orientation="item", **kw)
-        del users_raw, items_raw
-        stats = runner.gather(runner.map(_block_stats, users))  # small: two numbers per block
-        nnz, max_conf = sum(n for n, _ in stats), max((c for _, c in stats), default=0.0)
-        n_iter = int(self.iterations)
-
-        def check(F, iteration, side):
-            _check_finite(F, side, iteration, n_iter, max_conf, type(self).__name__)
-
-        X = runner.map(K.init_rows, list(ub[:-1]), list(ub[1:]), factors=k, seed=seed, side=0)
-        Y = runner.map(K.init_rows, list(ib[:-1]), list(ib[1:]), factors=k, seed=seed, side=1)
+            kw["bm25"] = _bm25_on_workers(runner, bm, conf)
+        users = [s(_confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
+                 for b in range(nb_u)]  # fmt: skip
+        items = [s(_confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
+                 for j in range(nb_i)]  # fmt: skip
+        max_conf = max(runner.gather([s(_max_conf, C) for C in users]), default=0.0)  # small
+        # each block's columns renumbered to the rows of the other side it uses, by block
+        ru = [s(B.route, C, bm.item_offsets) for C in users]
+        ri = [s(B.route, C, bm.user_offsets) for C in items]
+        del users, items
+        Cu, Ci = [s(B.local_of, r) for r in ru], [s(B.local_of, r) for r in ri]
+        need_u = [[s(B.needs_of, r, j) for j in range(nb_i)] for r in ru]
+        need_i = [[s(B.needs_of, r, b) for b in range(nb_u)] for r in ri]
+        del ru, ri
+        n_iter, cg = int(self.iterations), int(self.cg_steps)
         threads = 0 if not runner.distributed else 1
-        numpy_kernel = kernel == "numpy"
-        Y_full = np.concatenate(runner.gather(Y))  # small: factors of one side
-        losses, times = [], []
-        for it in range(1, n_iter + 1):
+        layout = self._layout(bm)
+        start, losses, times = 0, [], []
+        url = self.checkpoint if self._resumable else self._resume
+        state = latest(url, self.storage_options) if url is not None else None
+        if state is not None:
+            check_layout(state, layout, url, owner)
+            X = load_blocks(runner, url, self.storage_options, state, "user", nb_u)
+            Y = load_blocks(runner, url, self.storage_options, state, "item", nb_i)
+            start, losses, times = int(state["iteration"]), list(state["losses"]), list(state["times"])
+        else:
+            X = [s(K.init_factors, ids, k, seed, 0) for ids in bm.user_ids]
+            Y = [s(K.init_factors, ids, k, seed, 1) for ids in bm.item_ids]
+        ck = self.checkpoint if self.checkpoint is not None else self._resume
+        self._resumable = ck is not None  # a restart after a lost worker resumes from it
+        solve = {"regularization": reg, "cg_steps": cg, "kernel": kernel, "num_threads": threads}
+
+        def half(C, F, other, needs, n_other, side, it):
+            G = _tree_sum(runner, [s(B.gram, Fo) for Fo in other])
+            pieces = [
+                [s(B.take_rows, other[j], needs[b][j]) for j in range(len(other))] for b in range(len(C))
+            ]
+            new = [
+                s(
+                    B.solve_routed,
+                    C[b],
+                    F[b],
+                    G,
+                    n_other,
+                    solve["regularization"],
+                    cg,
+                    kernel,
+                    threads,
+                    *pieces[b],
+                )
+                for b in range(len(C))
+            ]
+            bad = sum(runner.gather([s(B.n_nonfinite, x) for x in new]))  # small: a count per block
+            if bad:
+                _raise_non_finite(side, bad, n_other_side(side), it, n_iter, max_conf, owner)
+            return new
+
+        def n_other_side(side):
+            return bm.n_users if side == "users" else bm.n_items
+
+        for it in range(start + 1, n_iter + 1):
             t = time.perf_counter()
-            # implicit's kernel forms the Gram matrix itself; the numpy kernel takes it broadcast
-            Yb, G = runner.broadcast(Y_full), (runner.broadcast(_gram(Y_full)) if numpy_kernel else None)
-            X = runner.map(
-                K.solve_block, users, X, Y=Yb, gram=G, regularization=reg, cg_steps=int(self.cg_steps),
-                kernel=kernel, num_threads=threads,
-            )  # fmt: skip
-            X_full = np.concatenate(runner.gather(X))  # small: factors of one side
-            check(X_full, it, "users")
-            Xb, G = runner.broadcast(X_full), (runner.broadcast(_gram(X_full)) if numpy_kernel else None)
-            Y = runner.map(
-                K.solve_block, items, Y, Y=Xb, gram=G, regularization=reg, cg_steps=int(self.cg_steps),
-                kernel=kernel, num_threads=threads,
-            )  # fmt: skip
-            Y_full = np.concatenate(runner.gather(Y))  # small: factors of one side
-            check(Y_full, it, "items")
+            X = half(Cu, X, Y, need_u, bm.n_items, "users", it)
+            Y = half(Ci, Y, X, need_i, bm.n_users, "items", it)
             times.append(time.perf_counter() - t)
             if self.compute_loss:
-                Yb, G = runner.broadcast(Y_full), runner.broadcast(_gram(Y_full))
-                parts = runner.gather(runner.map(K.loss_parts, users, X, Y=Yb, gram=G, regularization=reg))
-                losses.append(K.loss_total(parts, Y_full, reg, n_users, n_items))
-        X_full = np.concatenate(runner.gather(X))  # small: factors of one side
-        return X_full, Y_full, losses, times, nnz
+                losses.append(_loss(runner, Cu, X, Y, need_u, reg, bm.n_users, bm.n_items))
+            if ck is not None and (it % int(self.checkpoint_every) == 0 or it == n_iter):
+                write_checkpoint(runner, ck, self.storage_options, it, X, Y,
+                                 {"layout": layout, "losses": losses, "times": times})  # fmt: skip
+        return X, Y, losses, times
+
+    def _layout(self, bm) -> dict:
+        """What a checkpoint must share with the fit that resumes it."""
+        keep = (
+            "factors",
+            "regularization",
+            "alpha",
+            "confidence",
+            "bm25_k1",
+            "bm25_b",
+            "cg_steps",
+            "random_state",
+        )
+        return {
+            "n_users": bm.n_users,
+            "n_items": bm.n_items,
+            "nnz": int(bm.nnz),
+            "user_blocks": bm.id_digests["users"],
+            "item_blocks": bm.id_digests["items"],
+            "params": {p: getattr(self, p) for p in keep},
+        }
+
+    # ------------------------------------------------------------------------- fitted factors
+    @property
+    def user_ids_(self) -> np.ndarray:
+        """Distinct user ids; a user's row in ``user_factors_`` is its position here (in this process)."""
+        return self._local_part("user_ids")
+
+    @property
+    def item_ids_(self) -> np.ndarray:
+        """Distinct item ids; an item's row in ``item_factors_`` is its position here (in this process)."""
+        return self._local_part("item_ids")
+
+    @property
+    def user_factors_(self) -> np.ndarray:
+        """User factors (float32) in this process: gathers ``user_blocks_`` (use ``to_local()``)."""
+        return self._local_part("user_factors")
+
+    @property
+    def item_factors_(self) -> np.ndarray:
+        """Item factors (float32) in this process: gathers ``item_blocks_``."""
+        return self._local_part("item_factors")
+
+    @user_ids_.setter
+    def user_ids_(self, value):
+        self._set_local("user_ids", value)
+
+    @item_ids_.setter
+    def item_ids_(self, value):
+        self._set_local("item_ids", value)
+
+    @user_factors_.setter
+    def user_factors_(self, value):
+        self._set_local("user_factors", value)
+
+    @item_factors_.setter
+    def item_factors_(self, value):
+        self._set_local("item_factors", value)
+
+    def _set_local(self, name, value):
+        """Set ids or factors of one side in this process (loading, ``to_local``, compression).
+
+        The side's blocks are replaced: by one in-process block when both its ids and its factors
+        are arrays, else by none (quantized factors are scored through ``_user_vectors``).
+        """
+        side = name.split("_")[0]
+        local = self.__dict__.setdefault("_local", {})
+        other = f"{side}_ids" if name.endswith("factors") else f"{side}_factors"
+        if other not in local and self.__dict__.get(f"{side}_blocks_") is not None:
+            local[other] = self._local_part(other)
+        local[name] = np.asarray(value) if name.endswith("ids") else value
+        self.__dict__.pop(f"{side}_blocks_", None)
+        ids, F = local.get(f"{side}_ids"), local.get(f"{side}_factors")
+        if isinstance(ids, np.ndarray) and isinstance(F, np.ndarray):
+            self.__dict__[f"{side}_blocks_"] = FactorBlocks(
+                [ids], [F], np.array([0, len(ids)], dtype=np.int64)
+            )
+
+    def _local_part(self, name):
+        local = self.__dict__.get("_local", {})
+        if name in local:
+            return local[name]
+        side = "user_blocks_" if name.startswith("user") else "item_blocks_"
+        blocks = self.__dict__.get(side)
+        if blocks is None:
+            raise AttributeError(name + "_")
+        parts = blocks.ids if name.endswith("ids") else blocks.factors
+        parts = Runner(None).gather(parts) if not _has_futures(parts) else _gather_futures(parts)
+        value = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
+        self.__dict__.setdefault("_local", {})[name] = value
+        return value
+
+    def _id_meta(self, side: str) -> np.ndarray:
+        """An empty array of the ``side`` ids' dtype (without gathering the ids)."""
+        local = self.__dict__.get("_local", {})
+        if f"{side}_ids" in local:
+            return local[f"{side}_ids"][:0]
+        return self.__dict__.get("_id_dtypes", {}).get(side, np.zeros(0, dtype=np.int64))
+
+    def to_local(self):
+        """This model with its factors and ids in this process (a copy; the blocks are gathered).
+
+        Needs ``(n_users + n_items) * (factors * 4 + id size)`` bytes here: for 100M users and 64
+        factors that is ~26 GB, so keep large models as blocks (``recommend_all``, ``save`` and
+        ``similar_items`` work from them).
+        """
+        check_fitted(self, "user_blocks_")
+        import copy
+
+        m = copy.copy(self)
+        m.__dict__ = {
+            k: v for k, v in self.__dict__.items() if k not in ("user_blocks_", "item_blocks_", "_local")
+        }
+        for name in ("user_ids", "item_ids", "user_factors", "item_factors"):
+            setattr(m, name + "_", getattr(self, name + "_"))
+        return m
 
     # --------------------------------------------------------------------------- scoring helpers
     def _user_vectors(self, start: int, stop: int) -> np.ndarray:
@@ -445,11 +646,11 @@ _MAX_RESTARTS = 3
 def _restart_on_worker_loss(runner, fit, owner: str):
     """Run ``fit()`` again when a worker is lost under it (at most ``_MAX_RESTARTS`` times).
 
-    The engine's blocks are built once and their lineage released (the per-partition pieces are
-    freed), and the factors of one side are broadcast as scattered data, which Dask cannot recompute:
-    a lost worker ends the attempt with a cancelled future or a closed comm. The fit then waits for the
-    cluster to recover and starts again from the input (same seed: the same factors as an undisturbed
-    fit). The iterations done before the loss are lost; not the fit.
+    The engine's blocks are built once and their lineage released (the input's pieces are freed as
+    soon as the blocks are built), so Dask cannot recompute a lost block: a lost worker ends the
+    attempt with a cancelled future or a closed comm. The fit then waits for the cluster to recover
+    and starts again from the input; with a ``checkpoint`` it continues from the last checkpoint
+    (same seed, same blocks: the same factors as an undisturbed fit), else from iteration 0.
     """
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError
@@ -474,22 +675,106 @@ def _restart_on_worker_loss(runner, fit, owner: str):
                 time.sleep(0.5)
 
 
-def _block_stats(C) -> tuple[int, float]:
-    """Stored pairs and largest absolute confidence of a block."""
-    return int(C.nnz), float(np.abs(C.data).max()) if C.nnz else 0.0
+def _max_conf(C) -> float:
+    """Largest absolute confidence of a block."""
+    return float(np.abs(C.data).max()) if C.nnz else 0.0
 
 
-def _check_finite(F, side: str, iteration: int, iterations: int, max_conf: float, owner: str) -> None:
+def _raise_non_finite(side, bad, n, iteration, iterations, max_conf, owner) -> None:
     """Raise FitError when a half-iteration returned NaN or inf factors (float32 overflow)."""
-    bad = ~np.isfinite(F).all(axis=1)
-    if bad.any():
-        raise FitError(
-            f"{owner}(engine='distributed'): the {side[:-1]} factors became non-finite (NaN or inf) "
-            f"in iteration {iteration} of {iterations} ({side} half-step): {int(bad.sum())} of {len(F)} "
-            f"{side}. The solver works in float32 and the largest confidence alpha * f(weight) is "
-            f"{max_conf:.3g}: its products overflowed. Lower alpha, use confidence='log' or 'bm25', "
-            "or rescale the weights."
+    raise FitError(
+        f"{owner}(engine='distributed'): the {side[:-1]} factors became non-finite (NaN or inf) "
+        f"in iteration {iteration} of {iterations} ({side} half-step): {bad} of {n} "
+        f"{side}. The solver works in float32 and the largest confidence alpha * f(weight) is "
+        f"{max_conf:.3g}: its products overflowed. Lower alpha, use confidence='log' or 'bm25', "
+        "or rescale the weights."
+    )
+
+
+def _tree_sum(runner, parts: list):
+    """Sum small objects (Gram matrices, loss parts) on the workers, at most 8 per task."""
+    while len(parts) > 1:
+        parts = [runner.submit(B.add, *parts[j : j + 8]) for j in range(0, len(parts), 8)]
+    return parts[0]
+
+
+def _loss(runner, Cu, X, Y, needs, regularization, n_users, n_items) -> float:
+    """implicit's training loss of the current factors, from per-block parts (small numbers)."""
+    s = runner.submit
+    G = _tree_sum(runner, [s(B.gram, F) for F in Y])
+    parts = [
+        s(
+            B.loss_routed,
+            Cu[b],
+            X[b],
+            G,
+            regularization,
+            *[s(B.take_rows, Y[j], needs[b][j]) for j in range(len(Y))],
         )
+        for b in range(len(Cu))
+    ]
+    parts, G = runner.gather([parts, G])  # small: three numbers per block and k x k
+    return K.loss_total(parts, float(np.trace(G)), regularization, n_users, n_items)
+
+
+def _bm25_on_workers(runner, bm, conf):
+    """implicit's BM25 statistics as arrays on the workers: item length norms and user idf."""
+    s = runner.submit
+    item_sums = [s(_row_sums, C) for C in bm.items]
+    totals = runner.gather([s(np.sum, x) for x in item_sums])  # small: one number per block
+    mean = float(sum(totals)) / max(bm.n_items, 1)
+    norms = [s(_length_norm, x, mean, conf["b"]) for x in item_sums]
+    idf = [s(_idf, C, bm.n_items) for C in bm.users]
+    return (s(B.concat, *norms), s(B.concat, *idf))
+
+
+def _row_sums(C):
+    return np.asarray(C.sum(axis=1)).ravel()
+
+
+def _length_norm(sums, mean, b):
+    return (1.0 - b) + b * sums / (mean if mean > 0 else 1.0)
+
+
+def _idf(C, n_items):
+    return np.log(float(n_items)) - np.log1p(np.diff(C.indptr).astype(np.float64))
+
+
+def implicit_memory(n_users: int, n_items: int, nnz: int, factors: int) -> int:
+    """Bytes engine ``"implicit"`` needs on its worker: the CSR (twice: implicit transposes it), both
+    factor matrices, and the stacking and confidence copies."""
+    csr = 8 * nnz + 4 * (n_users + n_items + 2)
+    return int(4 * csr + 3 * 4 * factors * (n_users + n_items))
+
+
+def _smallest_worker_memory(runner) -> float:
+    if not runner.distributed:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    limits = [
+        w.get("memory_limit") or 0 for w in runner.client.scheduler_info(n_workers=-1)["workers"].values()
+    ]
+    limits = [m for m in limits if m]
+    if not limits:
+        import psutil
+
+        return float(psutil.virtual_memory().total)
+    return float(min(limits))
+
+
+def _has_futures(parts) -> bool:
+    from distributed import Future
+
+    return any(isinstance(p, Future) for p in parts)
+
+
+def _gather_futures(parts):
+    from distributed import Future
+
+    futs = [p for p in parts if isinstance(p, Future)]
+    client = futs[0].client
+    return client.gather(list(parts))
 
 
 def _confidence_block(block, offset, **kwargs):

@@ -11,7 +11,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["cg_numpy", "has_implicit_cg", "init_rows", "loss_parts", "loss_total", "solve_block"]
+__all__ = [
+    "cg_numpy",
+    "has_implicit_cg",
+    "id_hash",
+    "init_factors",
+    "init_rows",
+    "loss_parts",
+    "loss_total",
+    "solve_block",
+]
 
 INIT_CHUNK = 1 << 16
 _CHUNK_NNZ = 1 << 18
@@ -31,6 +40,33 @@ def init_rows(start: int, stop: int, factors: int, seed: int, side: int) -> np.n
         chunk = np.random.default_rng([seed, side, c]).random((INIT_CHUNK, factors), dtype=np.float32)
         a, b = max(lo, start), min(hi, stop)
         out[a - start : b - start] = chunk[a - lo : b - lo] * np.float32(0.01)
+    return out
+
+
+def id_hash(ids) -> np.ndarray:
+    """A stable 64-bit hash of each id (integers or strings; the same in every process and run)."""
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(ids), categorize=False)
+
+
+def init_factors(ids, factors: int, seed: int, side: int) -> np.ndarray:
+    """Initial factors of the rows with these ids: uniform in [0, 0.01) like implicit, float32.
+
+    Each value is a hash of ``(id, column, seed, side)``, so a row starts from the same factors
+    whatever its position, block or engine: a fit does not depend on how the ids were cut into blocks.
+    """
+    from ..data._synthetic import _GOLD, _mix
+
+    h = id_hash(ids)
+    key = _mix(
+        np.array([(seed * 0x632BE59BD9B4E019 + side * 0x8CB92BA72F3D8DD7 + 1) % (1 << 64)], dtype=np.uint64)
+    )
+    cols = (np.arange(1, factors + 1, dtype=np.uint64) * _GOLD)[None, :]
+    out = np.empty((len(h), factors), dtype=np.float32)
+    for lo in range(0, len(h), INIT_CHUNK):
+        x = _mix((h[lo : lo + INIT_CHUNK, None] ^ key) + cols)
+        out[lo : lo + INIT_CHUNK] = (x >> np.uint64(40)).astype(np.float32) * np.float32(0.01 / (1 << 24))
     return out
 
 
@@ -138,11 +174,18 @@ def loss_parts(C: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, gram: np.ndarray,
     return num, total_conf, int(C.nnz)
 
 
-def loss_total(parts, Y: np.ndarray, regularization: float, n_users: int, n_items: int) -> float:
-    """Combine :func:`loss_parts` of every user block into implicit's normalised loss."""
+def loss_total(parts, Y, regularization: float, n_users: int, n_items: int) -> float:
+    """Combine :func:`loss_parts` of every user block into implicit's normalised loss.
+
+    ``Y``: the item factors, or their squared norm ``|Y|^2`` (the trace of their Gram matrix).
+    """
     num = sum(p[0] for p in parts)
     conf = sum(p[1] for p in parts)
     nnz = sum(p[2] for p in parts)
-    Y64 = Y.astype(np.float64)
-    num += regularization * float(np.einsum("ik,ik->", Y64, Y64))
+    if np.ndim(Y) == 0:
+        y_sq = float(Y)
+    else:
+        Y64 = np.asarray(Y, dtype=np.float64)
+        y_sq = float(np.einsum("ik,ik->", Y64, Y64))
+    num += regularization * y_sq
     return num / (conf + float(n_users) * float(n_items) - nnz)

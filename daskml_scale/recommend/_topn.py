@@ -192,9 +192,12 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
     3
     """
     owner = "recommend_all"
-    check_fitted(model, "user_ids_")
+    blocks = getattr(model, "user_blocks_", None) is not None
+    check_fitted(model, "user_blocks_" if blocks else "user_ids_")
     _check_n(n, owner)
     seen = _resolve_seen(model, exclude_seen, owner)
+    if blocks:  # factors as blocks: scored where they live
+        return _recommend_blocks(model, int(n), seen, users_per_partition, client)
     n_users, item_ids = len(model.user_ids_), model.item_ids_
     client = get_client(client)
     n_blocks = max(1, math.ceil(n_users / max(1, int(users_per_partition))))
@@ -234,6 +237,68 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
         for b in range(n_blocks)
     ]
     return dd.from_delayed(parts, meta=_recs_meta(model.user_ids_, item_ids), verify_meta=False)
+
+
+def _seen_by_block(df, n_blocks: int):
+    """One partition of seen interactions cut by user block (the factorize's hash of the user id)."""
+    from ._factorize import _cut
+
+    u, i = df[S.USER_ID].to_numpy(), df[S.ITEM_ID].to_numpy()
+    return _cut(u, n_blocks, u, i)
+
+
+def _block_slice_recs(vectors, ids, lo, hi, pieces, item_ids, V, n):
+    """Recommendations of users ``lo:hi`` of one factor block (seen pairs from their pieces)."""
+    vectors, ids = vectors[lo:hi], ids[lo:hi]
+    seen = None
+    if pieces is not None:
+        u = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0)
+        i = np.concatenate([p[1] for p in pieces]) if pieces else np.zeros(0)
+        rows = pd.Index(ids).get_indexer(u)
+        cols = pd.Index(item_ids).get_indexer(i)
+        keep = (rows >= 0) & (cols >= 0)
+        seen = build_block(
+            [(rows[keep], cols[keep], np.ones(int(keep.sum()), np.float32))], len(ids), len(item_ids)
+        )
+    return _block_recs(vectors, V, seen, ids, item_ids, n)
+
+
+def _recommend_blocks(model, n, seen, users_per_partition, client):
+    """recommend_all of a model whose factors are blocks (on the cluster, or in process).
+
+    Item factors and ids are concatenated once per worker (from the item blocks, worker to worker);
+    each user block is scored where it lives, in slices of at most ``users_per_partition`` users;
+    seen interactions reach their user block by one exchange keyed on the user's block.
+    """
+    from ._als import _has_futures
+    from ._blocks import concat
+
+    ub, ib = model.user_blocks_, model.item_blocks_
+    on_cluster = _has_futures(ub.factors)
+    if on_cluster:
+        client = ub.factors[0].client
+        V = client.submit(concat, *ib.factors, pure=False)
+        items = client.submit(concat, *ib.ids, pure=False)
+        vectors, ids = ub.factors, ub.ids
+    else:
+        V = dask.delayed(concat)(*ib.factors)
+        items = dask.delayed(concat)(*ib.ids)
+        vectors = [dask.delayed(f, pure=True) for f in ub.factors]
+        ids = [dask.delayed(x, pure=True) for x in ub.ids]
+    nb = ub.n_blocks
+    pieces = [None] * nb
+    if seen is not None:
+        split = [dask.delayed(_seen_by_block, nout=nb)(p, nb) for p in seen.to_delayed()]
+        pieces = [[sp_[b] for sp_ in split] for b in range(nb)]
+    per = max(1, int(users_per_partition))
+    parts = []
+    for b in range(nb):
+        size = int(ub.offsets[b + 1] - ub.offsets[b])
+        for lo in range(0, max(size, 1), per):
+            parts.append(dask.delayed(_block_slice_recs)(vectors[b], ids[b], lo, min(lo + per, size), pieces[b],
+                                                         items, V, n))  # fmt: skip
+    meta = _recs_meta(model._id_meta("user"), model._id_meta("item"))
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
 def _fold_in_partition(df, model, n, exclude_seen, fallback):
