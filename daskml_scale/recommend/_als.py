@@ -183,6 +183,8 @@ class ALSRecommender(BaseEstimator):
         ``factors[b]`` of each block. The fitted model's factors stay where they were computed.
     engine_ : str
         The engine that ran (``"auto"`` resolved).
+    resumed_from_ : int
+        Iteration of the checkpoint the fit continued from (0: it started from the initial factors).
     user_ids_, item_ids_ : ndarray
         Distinct ids, in this process (gathered from the blocks on first access): a user's row in
         ``user_factors_`` is its position in ``user_ids_``. Sorted within each block.
@@ -334,7 +336,7 @@ class ALSRecommender(BaseEstimator):
         runner = Runner(client)
         t0 = time.perf_counter()
         n_blocks = int(self.n_blocks or (runner.n_threads() if runner.distributed else 2))
-        self._resume, self._resumable = resume, False
+        self._resume, self._resumable, self.resumed_from_ = resume, False, 0
         if self.checkpoint is not None and resume is None:
             clear(self.checkpoint, self.storage_options)  # a new fit never resumes an older one
 
@@ -423,6 +425,7 @@ class ALSRecommender(BaseEstimator):
             X = load_blocks(runner, url, self.storage_options, state, "user", nb_u)
             Y = load_blocks(runner, url, self.storage_options, state, "item", nb_i)
             start, losses, times = int(state["iteration"]), list(state["losses"]), list(state["times"])
+            self.resumed_from_ = start
         else:
             X = [s(K.init_factors, ids, k, seed, 0) for ids in bm.user_ids]
             Y = [s(K.init_factors, ids, k, seed, 1) for ids in bm.item_ids]
