@@ -192,7 +192,7 @@ def _run_train_als(args):
     ddf = read_interactions(args.input, storage_options=_so(args))
     with _client(args) as client:
         model.fit(ddf, client=client, resume=args.checkpoint if args.resume else None)
-        model.save(args.model, storage_options=_so(args))  # the factor blocks are written by the workers
+        model.save(args.model, storage_options=_so(args))  # while the client holding the blocks is open
     print_json(
         {
             "model": args.model,

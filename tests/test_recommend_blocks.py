@@ -172,3 +172,25 @@ def test_client_memory_does_not_grow_with_users(client, spread):
     # (the old engine gathered and broadcast both every half-iteration) would grow by more than that
     assert grow_large < 15, (grow_small, grow_large)  # measured 3.0 MiB (2.4 at 20k users)
     assert grow_large < grow_small + 10, (grow_small, grow_large)
+
+
+def test_cluster_model_saves_without_credentials_and_folds_in(client, tmp_path):
+    """Regressions: credentials were written into params.json, a Path checkpoint broke save, fold-in
+    tasks received futures they could not gather, resume with engine='implicit' was ignored."""
+    ddf = _interactions()
+    m = ALSRecommender(
+        factors=4,
+        iterations=2,
+        engine="distributed",
+        checkpoint=tmp_path / "ck",
+        storage_options={"key": "SECRET"},
+    ).fit(ddf, client=client)
+    new = pd.DataFrame({"user_id": [10**6] * 2, "item_id": [0, 1]})
+    from daskml_scale.recommend import recommend_new_users
+
+    assert len(recommend_new_users(m, new, n=5).compute()) == 5
+    m.save(tmp_path / "m")
+    assert "SECRET" not in (tmp_path / "m" / "params.json").read_text()
+    assert "SECRET" not in (tmp_path / "m" / "manifest.json").read_text()
+    with pytest.raises(ParameterError, match="needs engine='distributed'"):
+        ALSRecommender(engine="implicit").fit(ddf, client=client, resume=tmp_path / "ck")

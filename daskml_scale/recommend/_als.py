@@ -141,8 +141,8 @@ class ALSRecommender(BaseEstimator):
     engine : {"auto", "implicit", "distributed"}
         ``"implicit"`` fits implicit's ALS on one worker; ``"distributed"`` runs block ALS over all
         workers without gathering the matrix. ``"auto"`` (default) picks implicit while its matrix
-        and factors (:func:`implicit_memory`: about 32 bytes per interaction plus 24 bytes per
-        factor and user or item) take at most a quarter of the smallest worker's memory limit, and
+        and factors (:func:`implicit_memory`: about 32 bytes per interaction plus 12 bytes per
+        factor per user and per item) take at most a quarter of the smallest worker's memory limit, and
         the distributed engine beyond, or whenever ``checkpoint`` or ``resume`` is given.
     device : {"cpu", "cuda"}
         ``"cuda"`` uses implicit's GPU build (engine ``"implicit"`` only).
@@ -267,9 +267,11 @@ class ALSRecommender(BaseEstimator):
         _check_number("checkpoint_every", self.checkpoint_every, owner, integer=True, minimum=1)
         if self.n_blocks is not None:
             _check_number("n_blocks", self.n_blocks, owner, integer=True, minimum=1)
-        if self.checkpoint is not None and self.engine == "implicit":
+        if (
+            self.checkpoint is not None or getattr(self, "_resume", None) is not None
+        ) and self.engine == "implicit":
             raise ParameterError(
-                f"{owner}(checkpoint=...) needs engine='distributed' or 'auto'; engine='implicit' runs "
+                f"{owner}(checkpoint=... or fit(resume=...)) needs engine='distributed' or 'auto'; engine='implicit' runs "
                 "implicit's own loop on one worker and cannot write factor blocks."
             )
         if self.device == "cuda":
@@ -325,6 +327,7 @@ class ALSRecommender(BaseEstimator):
         -------
         self
         """
+        self._resume = resume
         self._check_params()
         owner = type(self).__name__
         if resume is not None and latest(resume, self.storage_options) is None:
@@ -405,6 +408,7 @@ class ALSRecommender(BaseEstimator):
                  for b in range(nb_u)]  # fmt: skip
         items = [s(_confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
                  for j in range(nb_i)]  # fmt: skip
+        bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
         max_conf = max(runner.gather([s(_max_conf, C) for C in users]), default=0.0)  # small
         # each block's columns renumbered to the rows of the other side it uses, by block
         ru = [s(B.route, C, bm.item_offsets) for C in users]

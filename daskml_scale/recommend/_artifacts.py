@@ -33,6 +33,10 @@ def save_model(model, path, *, storage_options: dict | None = None):
     """Write ``model`` to the directory or fsspec URL ``path``, committed in one step; returns it."""
     kind = type(model).__name__
     params = model.get_params()
+    if "storage_options" in params:  # credentials are never written into an artifact
+        params["storage_options"] = None
+    if params.get("checkpoint") is not None:
+        params["checkpoint"] = str(params["checkpoint"])
     metrics = {m.rstrip("_"): getattr(model, m) for m in _METRICS if hasattr(model, m)}
 
     def write(tmp):

@@ -1,9 +1,14 @@
 """Batch top-N: every user's recommendations, similar items, fold-in for new users.
 
-All three work block by block: a block of user (or item) vectors times the item factors, a partial
-sort (``argpartition``) of each row, the row's seen items masked first. Outputs are Dask DataFrames
-in long format ``user_id, item_id, score, rank`` with the original ids; nothing the size of the
-output reaches the client.
+All three work block by block, each block in bounded memory (:mod:`._tiled`): a batch of user (or
+item) vectors times one float32 tile of the item factors, the seen items of the tile masked, only the
+scores that can still reach a row's top ``n`` merged into its running top ``n``; one BLAS thread per
+task (Dask runs one task per core). The scratch of one task is sized from the config
+``daskml_scale.topn.task_memory`` (default 256 MiB, at most a quarter of a worker's memory per
+thread), read where the task runs. A popularity model scores nothing: its one global list is
+filtered per user (:class:`~._popularity.PopularityList`). Outputs are Dask DataFrames in long
+format ``user_id, item_id, score, rank`` with the original ids; nothing the size of the output
+reaches the client.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from .. import schema as S
 from ..cluster import get_client
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._matrix import block_bounds, build_block, check_interactions, index_partition, split_pieces
-from ._runner import worker_threads
+from ._tiled import one_blas_thread, task_memory, tiled_top_n, top_k_merge
 
 __all__ = ["recommend_all", "recommend_new_users", "similar_items"]
 
-_BATCH_ROWS = 1024
+_OUTPUT_ROW_BYTES = 64  # one output row (user, item, score, rank) while a partition's frame is built
 
 
 def _check_n(n, owner):
@@ -47,8 +52,10 @@ def _recs_meta(user_ids, item_ids) -> pd.DataFrame:
 def top_n(scores: np.ndarray, n: int, seen: sp.csr_matrix | None = None):
     """Top ``n`` columns of each row of ``scores`` (seen pairs excluded): ``(rows, cols, score, rank)``.
 
-    Rows are sorted by score descending, ties by column ascending; rows with fewer than ``n`` unseen
-    columns return fewer.
+    Rows are sorted by score descending, ties by column ascending (also at the n-th place: the
+    smaller columns win); rows with fewer than ``n`` unseen columns return fewer. ``scores`` is
+    modified (seen pairs set to ``-inf``). For a small matrix already formed; factors go through
+    :func:`._tiled.tiled_top_n`, which never forms it.
     """
     m, n_cols = scores.shape
     if seen is not None and seen.nnz:
@@ -58,85 +65,55 @@ def top_n(scores: np.ndarray, n: int, seen: sp.csr_matrix | None = None):
     if k == 0 or m == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0), z
-    if k < n_cols:
-        idx = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
-    else:
-        idx = np.tile(np.arange(n_cols), (m, 1))
-    top = np.take_along_axis(scores, idx, axis=1)
-    order = np.lexsort((idx, -top), axis=1)
-    idx = np.take_along_axis(idx, order, axis=1)
-    top = np.take_along_axis(top, order, axis=1)
-    rows = np.repeat(np.arange(m), k)
-    ranks = np.tile(np.arange(1, k + 1), m)
-    keep = np.isfinite(top.ravel())
-    return rows[keep], idx.ravel()[keep], top.ravel()[keep].astype(np.float64), ranks[keep]
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k]
+    r, c = np.nonzero((scores >= kth[:, None]) & np.isfinite(scores))
+    rows, cols, score, rank = top_k_merge(r, c, scores[r, c], k)
+    return rows, cols, score.astype(np.float64), rank
 
 
-def _implicit_topk():
-    """implicit's compiled batch top-k (``implicit.cpu.topk``), or None where it is missing."""
-    try:
-        from implicit.cpu.topk import topk
-    except ImportError:
-        return None
-    return topk
-
-
-def _top_n_fast(topk, vectors, V, n, seen):
-    """``top_n`` through implicit's compiled kernel (float32 factors); same outputs."""
-    k = min(n, V.shape[0])
-    ids, scores = topk(
-        V, np.ascontiguousarray(vectors), k, filter_query_items=seen, num_threads=worker_threads()
-    )
-    m = ids.shape[0]
-    rows, ranks = np.repeat(np.arange(m), k), np.tile(np.arange(1, k + 1), m)
-    keep = scores.ravel() > np.finfo(np.float32).min  # filtered slots hold -FLT_MAX
-    return (
-        rows[keep],
-        ids.ravel()[keep].astype(np.int64),
-        scores.ravel()[keep].astype(np.float64),
-        ranks[keep],
-    )
-
-
-def _block_recs(vectors, V, seen, user_ids, item_ids, n):
-    """Recommendations of one block of users, computed ``_BATCH_ROWS`` users at a time."""
-    if hasattr(V, "block_top_n"):  # quantized factors (daskml_scale.compression): scored on codes
-        rows, cols, score, rank = V.block_top_n(vectors, n, seen)
-        return pd.DataFrame({S.USER_ID: user_ids[rows], S.ITEM_ID: item_ids[cols], S.SCORE: score,
-                             S.RANK: rank.astype(np.int64)})  # fmt: skip
-    topk = _implicit_topk() if vectors.dtype == np.float32 and V.dtype == np.float32 else None
-    frames = []
-    for lo in range(0, len(vectors), _BATCH_ROWS):
-        hi = min(lo + _BATCH_ROWS, len(vectors))
-        seen_rows = None if seen is None else seen[lo:hi]
-        if topk is not None:
-            rows, cols, score, rank = _top_n_fast(topk, vectors[lo:hi], V, n, seen_rows)
+def _block_recs(vectors, V, seen, user_ids, item_ids, n, *, budget=None):
+    """Recommendations of one block of users, in bounded memory (see :func:`._tiled.tiled_top_n`)."""
+    with one_blas_thread():
+        if hasattr(V, "block_top_n"):  # scores itself: quantized factors, a popularity list
+            rows, cols, score, rank = V.block_top_n(vectors, n, seen)
         else:
-            rows, cols, score, rank = top_n(np.asarray(vectors[lo:hi] @ V.T), n, seen_rows)
-        frames.append(
-            pd.DataFrame(
-                {
-                    S.USER_ID: user_ids[lo + rows],
-                    S.ITEM_ID: item_ids[cols],
-                    S.SCORE: score,
-                    S.RANK: rank.astype(np.int64),
-                }
-            )
-        )
-    if not frames:
-        return _recs_meta(user_ids, item_ids)
-    return pd.concat(frames, ignore_index=True)
+            rows, cols, score, rank = tiled_top_n(vectors, V, n, seen, budget=budget)
+    return pd.DataFrame(
+        {
+            S.USER_ID: user_ids[rows],
+            S.ITEM_ID: item_ids[cols],
+            S.SCORE: score,
+            S.RANK: np.asarray(rank, dtype=np.int64),
+        }
+    )
 
 
-def _user_block(vectors, user_ids, pieces, n_items, item_ids, V, n):
+def _user_block(vectors, user_ids, pieces, n_items, item_ids, V, n, *, budget=None):
+    """Top ``n`` of one block of users; ``budget``: scratch bytes (default: :func:`._tiled.task_memory`)."""
     seen = build_block(pieces, len(user_ids), n_items) if pieces is not None else None
-    return _block_recs(vectors, V, seen, user_ids, item_ids, n)
+    return _block_recs(vectors, V, seen, user_ids, item_ids, n, budget=budget)
+
+
+def _rows_per_partition(requested, n: int) -> int:
+    """``requested`` rows per output partition, fewer where ``n`` rows each would exceed the budget."""
+    return max(1, min(int(requested), task_memory() // (_OUTPUT_ROW_BYTES * int(n))))
 
 
 def _light(model):
-    """A copy of a fitted model without its reference to the (lazy) training data."""
+    """A copy of a fitted model without its reference to the (lazy) training data.
+
+    A model whose factors are blocks on the cluster keeps its item side only, in this process (the
+    fold-in tasks score against it): the futures themselves cannot travel into tasks.
+    """
     m = copy.copy(model)
     m.__dict__.pop("_train_interactions", None)
+    if getattr(model, "item_blocks_", None) is not None and not isinstance(
+        model.item_blocks_.factors[0], np.ndarray
+    ):
+        m.__dict__ = {
+            k: v for k, v in m.__dict__.items() if k not in ("user_blocks_", "item_blocks_", "_local")
+        }
+        m.item_ids_, m.item_factors_ = model.item_ids_, model.item_factors_
     return m
 
 
@@ -171,8 +148,12 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
         interactions (error when the model was loaded from disk); False: nothing; or a Dask/pandas
         DataFrame of ``user_id, item_id``.
     users_per_partition : int
-        Users per output partition at most (each scored in batches of 1024 users); with a client,
-        at least one partition per worker thread.
+        Users per output partition at most, and at most as many as keep a partition's output
+        (``n`` rows per user, ~64 bytes a row while it is built) within the task memory; with a
+        client, at least one partition per worker thread. Each partition is scored in batches of
+        users times tiles of items sized from the task memory (config
+        ``daskml_scale.topn.task_memory``, see the module docstring), so the memory of a task does
+        not grow with the number of items.
     client : distributed.Client, optional
         With a client (given or current), the factors are scattered to its workers now and the
         result must be computed on that client; without one they are embedded in the graph.
@@ -195,6 +176,7 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
     blocks = getattr(model, "user_blocks_", None) is not None
     check_fitted(model, "user_blocks_" if blocks else "user_ids_")
     _check_n(n, owner)
+    users_per_partition = _rows_per_partition(users_per_partition, n)
     seen = _resolve_seen(model, exclude_seen, owner)
     if blocks:  # factors as blocks: scored where they live
         return _recommend_blocks(model, int(n), seen, users_per_partition, client)
@@ -364,7 +346,7 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     5
     """
     owner = "recommend_new_users"
-    check_fitted(model, "user_ids_")
+    check_fitted(model, "item_blocks_" if getattr(model, "item_blocks_", None) is not None else "item_ids_")
     _check_n(n, owner)
     if fallback is not None:
         check_fitted(fallback, "item_ids_")
@@ -383,25 +365,49 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     )
 
 
-def _similar_block(F, norms, lo, hi, item_ids, n):
-    Q = F[lo:hi] / np.maximum(norms[lo:hi], 1e-12)[:, None]
-    scores = Q @ (F / np.maximum(norms, 1e-12)[:, None]).T
-    self_pairs = sp.csr_matrix(
-        (np.ones(hi - lo), np.arange(lo, hi), np.arange(hi - lo + 1)), shape=(hi - lo, len(F))
-    )
-    rows, cols, score, rank = top_n(np.asarray(scores, dtype=np.float64), n, self_pairs)
+def _unit_rows(F) -> np.ndarray:
+    """Rows of ``F`` scaled to unit length, as float32 (zero rows stay zero); 64k rows at a time."""
+    out = np.empty(F.shape, dtype=np.float32)
+    for lo in range(0, len(F), 1 << 16):
+        x = np.asarray(F[lo : lo + (1 << 16)], dtype=np.float64)
+        out[lo : lo + len(x)] = x / np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None]
+    return out
+
+
+def _self_pairs(pos, n_items: int) -> sp.csr_matrix:
+    """Query ``j`` x item ``pos[j]``: each item excluded from its own list."""
+    m = len(pos)
+    return sp.csr_matrix((np.ones(m, np.float32), np.asarray(pos), np.arange(m + 1)), shape=(m, n_items))
+
+
+def _similar_frame(query_ids, item_ids, rows, cols, score, rank) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            S.ITEM_ID: item_ids[lo + rows],
+            S.ITEM_ID: query_ids[rows],
             "similar_item_id": item_ids[cols],
             S.SCORE: score,
-            S.RANK: rank.astype(np.int64),
+            S.RANK: np.asarray(rank, dtype=np.int64),
         }
     )
 
 
-def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 20_000):
+def _similar_block(U, lo, hi, item_ids, n):
+    """The ``n`` nearest items of items ``lo:hi`` (unit float32 rows ``U``), in bounded memory."""
+    with one_blas_thread():
+        rows, cols, score, rank = tiled_top_n(U[lo:hi], U, n, _self_pairs(np.arange(lo, hi), len(U)))
+    return _similar_frame(item_ids[lo:hi], item_ids, rows, cols, score, rank)
+
+
+def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | None = None, client=None):
     """The ``n`` items most similar to each given item (cosine of item factors), itself excluded.
+
+    Exact: every query item is scored against the whole catalogue, so all items of a catalogue cost
+    ``n_items ** 2 * factors`` multiply-adds (200k items, 16 factors: ~2 min on one core). Memory
+    stays bounded whatever the catalogue: query items in batches times float32 tiles of items with
+    a running top ``n`` (see the module docstring); the ``queries x n_items`` matrix is never
+    formed. Past a few hundred thousand items use the approximate path (``method='ann'``, an HNSW
+    index: ``recommend._ann.approximate_similar_items``), whose recall can be checked against this
+    one on a sample.
 
     Parameters
     ----------
@@ -410,11 +416,19 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
     items : array-like, optional
         Item ids; None means every item (returned as a lazy Dask DataFrame).
     n : int
+    items_per_partition : int, optional
+        Query items per output partition (``items=None``); default 20,000, fewer where ``n`` rows
+        each would not fit the task memory, and at least one partition per worker thread with a
+        client.
+    client : distributed.Client, optional
+        With a client (given or current) and ``items=None``, the factors are scattered to its
+        workers now and the result must be computed on that client.
 
     Returns
     -------
     pandas.DataFrame (``items`` given) or dask.dataframe.DataFrame (``items=None``)
-        ``item_id, similar_item_id, score, rank``.
+        ``item_id, similar_item_id, score, rank``; per item by score descending, ties by position
+        in ``model.item_ids_``.
 
     Examples
     --------
@@ -430,17 +444,28 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
     ids = model.item_ids_
     if hasattr(model, "_similarity_inputs"):  # quantized factors (daskml_scale.compression)
         F, norms, block = model._similarity_inputs()
+        shared = (F, norms)
     else:
-        F = model.item_factors_.astype(np.float64)
-        norms, block = np.linalg.norm(F, axis=1), _similar_block
+        block = _similar_block
+        shared = (_unit_rows(model.item_factors_),)
     if items is None:
-        bounds = block_bounds(len(ids), max(1, math.ceil(len(ids) / items_per_partition)))
-        Fd, nd, idd = (dask.delayed(a, pure=True) for a in (F, norms, ids))
+        client = get_client(client)
+        per = _rows_per_partition(20_000 if items_per_partition is None else items_per_partition, n)
+        n_parts = max(1, math.ceil(len(ids) / per))
+        if client is not None and items_per_partition is None:
+            n_parts = max(n_parts, sum(client.nthreads().values()))
+        bounds = block_bounds(len(ids), n_parts)
+        if client is not None:  # the factors go to every worker once, not inside the graph
+            shared_d = [client.scatter(a, broadcast=True, hash=False) for a in shared]
+            idd = client.scatter(ids, broadcast=True, hash=False)
+        else:
+            shared_d = [dask.delayed(a, pure=True) for a in shared]
+            idd = dask.delayed(ids, pure=True)
         parts = [
-            dask.delayed(block)(Fd, nd, int(bounds[b]), int(bounds[b + 1]), idd, int(n))
+            dask.delayed(block)(*shared_d, int(bounds[b]), int(bounds[b + 1]), idd, int(n))
             for b in range(len(bounds) - 1)
         ]
-        meta = block(F, norms, 0, 0, ids, int(n))
+        meta = block(*shared, 0, 0, ids, int(n))
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
     items = np.asarray(items)
     pos = pd.Index(ids).get_indexer(items)
@@ -458,15 +483,6 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int = 
             out[S.ITEM_ID] = ids[p]
             frames.append(out)
         return pd.concat(frames, ignore_index=True)
-    Fq = F[pos]
-    nq = norms[pos]
-    out = []
-    for j in range(len(pos)):
-        scores = (Fq[j] / max(nq[j], 1e-12)) @ (F / np.maximum(norms, 1e-12)[:, None]).T
-        scores = np.asarray(scores, dtype=np.float64)[None, :]
-        scores[0, pos[j]] = -np.inf
-        rows, cols, score, rank = top_n(scores, n)
-        out.append(
-            pd.DataFrame({S.ITEM_ID: items[j], "similar_item_id": ids[cols], S.SCORE: score, S.RANK: rank})
-        )
-    return pd.concat(out, ignore_index=True)
+    (U,) = shared
+    rows, cols, score, rank = tiled_top_n(U[pos], U, n, _self_pairs(pos, len(U)))
+    return _similar_frame(items, ids, rows, cols, score, rank)
