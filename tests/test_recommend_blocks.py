@@ -194,3 +194,26 @@ def test_cluster_model_saves_without_credentials_and_folds_in(client, tmp_path):
     assert "SECRET" not in (tmp_path / "m" / "manifest.json").read_text()
     with pytest.raises(ParameterError, match="needs engine='distributed'"):
         ALSRecommender(engine="implicit").fit(ddf, client=client, resume=tmp_path / "ck")
+
+
+def test_cluster_model_saved_by_its_workers_and_loaded_by_block(client, spread, tmp_path):
+    from daskml_scale.errors import ArtifactError
+    from daskml_scale.recommend import load_model, recommend_all
+
+    ddf = _interactions(npartitions=4)
+    m = ALSRecommender(factors=4, iterations=2, engine="distributed", n_blocks=2).fit(ddf, client=client)
+    with spread() as ts:
+        m.save(tmp_path / "m")
+    ts.assert_spread(prefix="_write_npy")  # each block written where it lives
+    files = sorted(p.relative_to(tmp_path / "m").as_posix() for p in (tmp_path / "m").rglob("*.npy"))
+    assert files == [f"{s}_factors/part-0000{b}.npy" for s in ("item", "user") for b in (0, 1)]
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded.user_blocks_.factors[0], np.memmap)  # mapped block by block
+    np.testing.assert_array_equal(loaded.user_factors_, m.user_factors_)
+    np.testing.assert_array_equal(loaded.item_ids_, m.item_ids_)
+    a = recommend_all(m, n=3, exclude_seen=ddf).compute().reset_index(drop=True)
+    b = recommend_all(loaded, n=3, exclude_seen=ddf, client=client).compute().reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    (tmp_path / "m" / "user_factors" / "part-00001.npy").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        load_model(tmp_path / "m")

@@ -404,15 +404,16 @@ class ALSRecommender(BaseEstimator):
         kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "k1": conf["k1"]}
         if self.confidence == "bm25":
             kw["bm25"] = _bm25_on_workers(runner, bm, conf)
-        users = [s(_confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
+        at = runner.submit_to  # block b stays on worker b mod W (factorize_blocks put it there)
+        users = [at(b, _confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
                  for b in range(nb_u)]  # fmt: skip
-        items = [s(_confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
+        items = [at(j, _confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
                  for j in range(nb_i)]  # fmt: skip
         bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
         max_conf = max(runner.gather([s(_max_conf, C) for C in users]), default=0.0)  # small
         # each block's columns renumbered to the rows of the other side it uses, by block
-        ru = [s(B.route, C, bm.item_offsets) for C in users]
-        ri = [s(B.route, C, bm.user_offsets) for C in items]
+        ru = [at(b, B.route, C, bm.item_offsets) for b, C in enumerate(users)]
+        ri = [at(j, B.route, C, bm.user_offsets) for j, C in enumerate(items)]
         del users, items
         Cu, Ci = [s(B.local_of, r) for r in ru], [s(B.local_of, r) for r in ri]
         need_u = [[s(B.needs_of, r, j) for j in range(nb_i)] for r in ru]
@@ -431,19 +432,21 @@ class ALSRecommender(BaseEstimator):
             start, losses, times = int(state["iteration"]), list(state["losses"]), list(state["times"])
             self.resumed_from_ = start
         else:
-            X = [s(K.init_factors, ids, k, seed, 0) for ids in bm.user_ids]
-            Y = [s(K.init_factors, ids, k, seed, 1) for ids in bm.item_ids]
+            X = [at(b, K.init_factors, ids, k, seed, 0) for b, ids in enumerate(bm.user_ids)]
+            Y = [at(j, K.init_factors, ids, k, seed, 1) for j, ids in enumerate(bm.item_ids)]
         ck = self.checkpoint if self.checkpoint is not None else self._resume
         self._resumable = ck is not None  # a restart after a lost worker resumes from it
         solve = {"regularization": reg, "cg_steps": cg, "kernel": kernel, "num_threads": threads}
 
         def half(C, F, other, needs, n_other, side, it):
-            G = _tree_sum(runner, [s(B.gram, Fo) for Fo in other])
+            G = _tree_sum(runner, [at(j, B.gram, Fo) for j, Fo in enumerate(other)])
+            # the rows block b needs from block j are cut where block j lives, then sent to b
             pieces = [
-                [s(B.take_rows, other[j], needs[b][j]) for j in range(len(other))] for b in range(len(C))
+                [at(j, B.take_rows, other[j], needs[b][j]) for j in range(len(other))] for b in range(len(C))
             ]
             new = [
-                s(
+                at(
+                    b,
                     B.solve_routed,
                     C[b],
                     F[b],
@@ -573,6 +576,9 @@ class ALSRecommender(BaseEstimator):
         local = self.__dict__.get("_local", {})
         if f"{side}_ids" in local:
             return local[f"{side}_ids"][:0]
+        blocks = self.__dict__.get(f"{side}_blocks_")
+        if blocks is not None and isinstance(blocks.ids[0], np.ndarray):
+            return blocks.ids[0][:0]
         return self.__dict__.get("_id_dtypes", {}).get(side, np.zeros(0, dtype=np.int64))
 
     def to_local(self):
@@ -633,8 +639,12 @@ class ALSRecommender(BaseEstimator):
 
     # ------------------------------------------------------------------------------ persistence
     def save(self, path, *, storage_options: dict | None = None):
-        """Save factors (``.npy``), id maps (parquet), parameters and metrics (JSON); no pickle. To a directory or fsspec URL."""
-        check_fitted(self, "user_factors_")
+        """Save factors (``.npy``), id maps (parquet), parameters and metrics (JSON); no pickle. To a directory or fsspec URL.
+
+        Factors that are blocks on a cluster are written by block, each by the worker holding it
+        (nothing passes through this process); ``load`` then maps each block file.
+        """
+        check_fitted(self, "user_blocks_" if "user_blocks_" in self.__dict__ else "user_factors_")
         from ._artifacts import save_model
 
         return save_model(self, path, storage_options=storage_options)

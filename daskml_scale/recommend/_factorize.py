@@ -214,8 +214,10 @@ def factorize_blocks(runner, ddf, n_user_blocks: int, n_item_blocks: int, *, own
         )
     if S.WEIGHT in ddf.columns:
         check_weight_problems(totals, owner)
+    at = runner.submit_to  # block b lives on worker b mod W: the blocks spread over the cluster
     user_sides = [
-        s(_user_side, n_item_blocks, *[s(_pieces_of, sp, b) for sp in splits]) for b in range(n_user_blocks)
+        at(b, _user_side, n_item_blocks, *[s(_pieces_of, sp, b) for sp in splits])
+        for b in range(n_user_blocks)
     ]
     del splits
     user_counts = runner.gather([s(_n_of, us) for us in user_sides])  # small: one count per block
@@ -224,19 +226,24 @@ def factorize_blocks(runner, ddf, n_user_blocks: int, n_item_blocks: int, *, own
     uoff = _offsets(user_counts)
     n_users = int(uoff[-1])
     item_sides = [
-        s(_item_side, n_users, *[s(_to_item_block, us, j, int(uoff[b])) for b, us in enumerate(user_sides)])
+        at(
+            j,
+            _item_side,
+            n_users,
+            *[s(_to_item_block, us, j, int(uoff[b])) for b, us in enumerate(user_sides)],
+        )
         for j in range(n_item_blocks)
     ]
     user_ids = [s(_ids_of, us) for us in user_sides]
     del user_sides
     ioff = _offsets(runner.gather([s(_n_of, it) for it in item_sides]))  # small
     n_items = int(ioff[-1])
-    items = [s(_item_block, it, n_users) for it in item_sides]
+    items = [at(j, _item_block, it, n_users) for j, it in enumerate(item_sides)]
     item_ids = [s(_ids_of, it) for it in item_sides]
     backs = [s(_back_to_users, it, int(ioff[j]), uoff) for j, it in enumerate(item_sides)]
     del item_sides
     users = [
-        s(_user_block, int(uoff[b + 1] - uoff[b]), n_items, *[s(_pieces_of_list, bk, b) for bk in backs])
+        at(b, _user_block, int(uoff[b + 1] - uoff[b]), n_items, *[s(_pieces_of_list, bk, b) for bk in backs])
         for b in range(n_user_blocks)
     ]
     del backs

@@ -45,6 +45,20 @@ class Runner:
             return fn(*args, **kwargs)
         return self.client.submit(fn, *args, pure=False, **kwargs)
 
+    def submit_to(self, block: int, fn, *args, **kwargs):
+        """``submit`` on the worker that owns ``block`` (blocks dealt round-robin over the workers
+        sorted by address); another worker runs it if that one is gone."""
+        if self.client is None:
+            return fn(*args, **kwargs)
+        workers = getattr(self, "_workers", None)
+        if workers is None:
+            workers = self._workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            return self.client.submit(fn, *args, pure=False, **kwargs)
+        return self.client.submit(
+            fn, *args, pure=False, workers=[workers[block % len(workers)]], allow_other_workers=True, **kwargs
+        )
+
     def map(self, fn, *iterables, **kwargs):
         if self.client is None:
             return [fn(*a, **kwargs) for a in zip(*iterables)]

@@ -245,6 +245,15 @@ def _block_slice_recs(vectors, ids, lo, hi, pieces, item_ids, V, n):
     return _block_recs(vectors, V, seen, ids, item_ids, n)
 
 
+def _block_source(F):
+    """A factor block for the graph: a block mapped from a saved model is opened by the task that
+    uses it (only its file name travels), an array in memory is embedded."""
+    name = getattr(F, "filename", None)
+    if isinstance(F, np.memmap) and name:
+        return dask.delayed(np.load)(str(name), mmap_mode="r", allow_pickle=False)
+    return dask.delayed(F, pure=True)
+
+
 def _recommend_blocks(model, n, seen, users_per_partition, client):
     """recommend_all of a model whose factors are blocks (on the cluster, or in process).
 
@@ -263,9 +272,9 @@ def _recommend_blocks(model, n, seen, users_per_partition, client):
         items = client.submit(concat, *ib.ids, pure=False)
         vectors, ids = ub.factors, ub.ids
     else:
-        V = dask.delayed(concat)(*ib.factors)
+        V = dask.delayed(concat)(*[_block_source(f) for f in ib.factors])
         items = dask.delayed(concat)(*ib.ids)
-        vectors = [dask.delayed(f, pure=True) for f in ub.factors]
+        vectors = [_block_source(f) for f in ub.factors]
         ids = [dask.delayed(x, pure=True) for x in ub.ids]
     nb = ub.n_blocks
     pieces = [None] * nb

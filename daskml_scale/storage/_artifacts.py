@@ -17,6 +17,7 @@ from ._base import (
     FORMAT_VERSION,
     JOB_PREFIX,
     MANIFEST,
+    _full_url,
     _is_local_fs,
     _json_default,
     atomic_dir,
@@ -34,6 +35,7 @@ def write_artifact(
     kind: str,
     metadata: dict | None = None,
     storage_options: dict | None = None,
+    parts: Callable[[str], dict] | None = None,
 ) -> str:
     """Write an artifact directory with the commit protocol and a manifest of versions and sha256.
 
@@ -53,6 +55,11 @@ def write_artifact(
         JSON-serialisable parameters, schema, metrics.
     storage_options : dict, optional
         Passed to the filesystem.
+    parts : callable, optional
+        Called with the staging location (a local directory, or the job prefix URL on an object
+        store) after ``write_files``; writes further files there from elsewhere (for example model
+        blocks written by the workers holding them) and returns ``{relative path: {"sha256",
+        "bytes"}}`` for them, which the manifest lists with the others.
 
     Returns
     -------
@@ -64,6 +71,8 @@ def write_artifact(
     with atomic_dir(path) if local else tempfile.TemporaryDirectory(prefix="dms-artifact-") as tmp:
         tmp = Path(tmp)
         write_files(tmp)
+        job = uuid.uuid4().hex[:16]
+        root = posixpath.join(path, f"{JOB_PREFIX}{job}")
         files = {}
         for f in sorted(tmp.rglob("*")):
             if f.is_file():
@@ -71,14 +80,22 @@ def write_artifact(
                 if rel == MANIFEST:
                     raise ArtifactError(f"{MANIFEST} is reserved for the artifact manifest")
                 files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        job = uuid.uuid4().hex[:16]
+        remote = {}
+        if parts is not None:
+            try:
+                remote = parts(str(tmp) if local else _full_url(fs, root))
+            except BaseException:
+                if not local:
+                    with contextlib.suppress(Exception):
+                        fs.rm(root, recursive=True)
+                raise
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": library_versions(),
             "metadata": metadata or {},
-            "files": files,
+            "files": dict(sorted((files | remote).items())),
         }
         text = (
             json.dumps(
@@ -92,7 +109,6 @@ def write_artifact(
         if local:
             (tmp / MANIFEST).write_text(text)
         else:
-            root = posixpath.join(path, f"{JOB_PREFIX}{job}")
             try:
                 fs.put([str(tmp / rel) for rel in files], [posixpath.join(root, rel) for rel in files])
             except BaseException:
