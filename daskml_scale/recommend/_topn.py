@@ -411,7 +411,8 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | 
     """The ``n`` items most similar to each given item (cosine of item factors), itself excluded.
 
     Exact: every query item is scored against the whole catalogue, so all items of a catalogue cost
-    ``n_items ** 2 * factors`` multiply-adds (200k items, 16 factors: ~2 min on one core). Memory
+    ``n_items ** 2 * factors`` multiply-adds: O(n_items^2) work (200k items, 16 factors: 101 s on
+    two 1-thread workers of a busy 2-core machine; 10M items would be 2,500 times that). Memory
     stays bounded whatever the catalogue: query items in batches times float32 tiles of items with
     a running top ``n`` (see the module docstring); the ``queries x n_items`` matrix is never
     formed. Past a few hundred thousand items use the approximate path (``method='ann'``, an HNSW
