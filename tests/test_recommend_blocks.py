@@ -217,3 +217,19 @@ def test_cluster_model_saved_by_its_workers_and_loaded_by_block(client, spread, 
     (tmp_path / "m" / "user_factors" / "part-00001.npy").write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="sha256 mismatch"):
         load_model(tmp_path / "m")
+
+
+def test_similar_items_of_a_cluster_model_from_its_blocks(client, spread):
+    from daskml_scale.recommend import similar_items
+
+    ddf = _interactions(npartitions=4)
+    m = ALSRecommender(factors=6, iterations=2, engine="distributed", n_blocks=2).fit(ddf, client=client)
+    with spread() as ts:
+        got = similar_items(m, n=4).compute()
+    ts.assert_spread(prefix="_similar_block")
+    local = similar_items(m.to_local(), n=4).compute()  # the in-process path on the same factors
+    key = ["item_id", "rank"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+    )
+    assert len(got) == 4 * m.item_blocks_.n_rows

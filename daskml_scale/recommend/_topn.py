@@ -407,6 +407,44 @@ def _similar_block(U, lo, hi, item_ids, n):
     return _similar_frame(item_ids[lo:hi], item_ids, rows, cols, score, rank)
 
 
+def _cluster_item_blocks(model):
+    ib = getattr(model, "item_blocks_", None) if not hasattr(model, "_similarity_inputs") else None
+    if ib is None or isinstance(ib.factors[0], np.ndarray):
+        return None
+    return ib
+
+
+def _unit_concat(*blocks):
+    from ._blocks import concat
+
+    return _unit_rows(concat(*blocks))
+
+
+def _similar_blocks(model, n, items_per_partition):
+    """similar_items(items=None) of a model whose item factors are blocks on the cluster: the unit
+    rows and ids are assembled on a worker (worker to worker, not through this process) and every
+    partition task reads them there."""
+    from ._blocks import concat
+
+    ib = _cluster_item_blocks(model)
+    client = ib.factors[0].client
+    U = client.submit(_unit_concat, *ib.factors, pure=False)
+    idd = client.submit(concat, *ib.ids, pure=False)
+    n_items = ib.n_rows
+    per = _rows_per_partition(20_000 if items_per_partition is None else items_per_partition, n)
+    n_parts = max(1, math.ceil(n_items / per), sum(client.nthreads().values()))
+    bounds = block_bounds(n_items, n_parts)
+    parts = [
+        dask.delayed(_similar_block)(U, int(bounds[b]), int(bounds[b + 1]), idd, n)
+        for b in range(len(bounds) - 1)
+    ]
+    ids0 = model._id_meta("item")
+    meta = _similar_frame(
+        ids0, ids0, *(np.zeros(0, dtype=np.int64),) * 2, np.zeros(0), np.zeros(0, dtype=np.int64)
+    )
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)
+
+
 def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | None = None, client=None):
     """The ``n`` items most similar to each given item (cosine of item factors), itself excluded.
 
@@ -449,8 +487,10 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | 
     (6, 4)
     """
     owner = "similar_items"
-    check_fitted(model, "item_factors_")
     _check_n(n, owner)
+    if items is None and _cluster_item_blocks(model) is not None:  # scored where the blocks live
+        return _similar_blocks(model, int(n), items_per_partition)
+    check_fitted(model, "item_factors_")
     ids = model.item_ids_
     if hasattr(model, "_similarity_inputs"):  # quantized factors (daskml_scale.compression)
         F, norms, block = model._similarity_inputs()
