@@ -150,7 +150,7 @@ class LoadMonitor:
         return max((s["load_avg_1min_max"] for s in self.stages.values()), default=os.getloadavg()[0])
 
 
-def run_implicit(path, factors, iterations, threads, reg, alpha, seed) -> dict:
+def run_implicit(path, factors, iterations, threads, reg, alpha, seed, topn=True) -> dict:
     """implicit's own ALS with ``threads`` threads, in this (fresh) process."""
     import implicit.cpu.als
     import scipy.sparse as sp
@@ -184,13 +184,14 @@ def run_implicit(path, factors, iterations, threads, reg, alpha, seed) -> dict:
             init = "implicit"
         model.fit(C, show_progress=False, callback=lambda it, el, loss: times.append(el))
         t = time.perf_counter()
-        model.recommend(np.arange(C.shape[0]), C, N=10, filter_already_liked_items=True)
-        topn_s = time.perf_counter() - t
+        if topn:
+            model.recommend(np.arange(C.shape[0]), C, N=10, filter_already_liked_items=True)
+        topn_s = time.perf_counter() - t if topn else None
     return {
         "matrix_build_s": build_s,
         "iteration_s": times,
         "topn_s": topn_s,
-        "topn_rows_per_s": 10 * C.shape[0] / topn_s,
+        "topn_rows_per_s": 10 * C.shape[0] / topn_s if topn else None,
         "peak_rss_mib": _peak_rss_mib(),
         "users": int(C.shape[0]),
         "items": int(C.shape[1]),
@@ -203,7 +204,8 @@ def run_implicit_subprocess(path, args) -> dict:
     """:func:`run_implicit` in a fresh process, so its peak memory is its own."""
     cmd = [sys.executable, __file__, "--only-implicit", str(path), "--factors", str(args.factors),
            "--iterations", str(args.iterations), "--threads", str(args.threads),
-           "--regularization", str(args.regularization), "--alpha", str(args.alpha), "--seed", str(args.seed)]  # fmt: skip
+           "--regularization", str(args.regularization), "--alpha", str(args.alpha), "--seed", str(args.seed),
+           "--topn" if args.topn else "--no-topn"]  # fmt: skip
     child = subprocess.run(cmd, capture_output=True, text=True)
     if child.returncode != 0:
         tail = "\n".join(child.stderr.strip().splitlines()[-25:])
@@ -212,7 +214,7 @@ def run_implicit_subprocess(path, args) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def run_distributed(path, factors, iterations, workers, reg, alpha, seed, memory_limit) -> dict:
+def run_distributed(path, factors, iterations, workers, reg, alpha, seed, memory_limit, topn=True) -> dict:
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
@@ -249,9 +251,11 @@ def run_distributed(path, factors, iterations, workers, reg, alpha, seed, memory
         iter_rss = {w: max(v[w] for v in during) for w in during[0]}
         fit_peak = client.run(_peak_rss_mib)
         t = time.perf_counter()
-        recs = recommend_all(model, n=10, exclude_seen=ddf)
-        n_rows = int(recs.map_partitions(len).sum().compute())  # small: one count
-        topn_s = time.perf_counter() - t
+        n_rows = 0
+        if topn:
+            recs = recommend_all(model, n=10, exclude_seen=ddf)
+            n_rows = int(recs.map_partitions(len).sum().compute())  # small: one count
+        topn_s = time.perf_counter() - t if topn else None
         return {
             "fit_s": fit_s,
             "setup_s": fit_s - sum(model.iteration_times_),
@@ -263,7 +267,7 @@ def run_distributed(path, factors, iterations, workers, reg, alpha, seed, memory
             "worker_peak_rss_mib": client.run(_peak_rss_mib),
             "topn_s": topn_s,
             "topn_rows": n_rows,
-            "topn_rows_per_s": n_rows / topn_s,
+            "topn_rows_per_s": n_rows / topn_s if topn else None,
             "nnz": model.n_interactions_,
         }
 
@@ -316,12 +320,12 @@ def build_tables(args, shape, native, dist, spark, spark_skip, client_peak, moni
         (f"implicit, {args.threads} threads (own process)",
          f"{nat_it:.2f} (median of {len(native['iteration_s'])})" if nat_it else "-",
          f"{native['peak_rss_mib']:,.0f}" if _ok(native) else "-",
-         f"{native['topn_rows_per_s']:,.0f}" if _ok(native) else "-",
+         f"{native['topn_rows_per_s']:,.0f}" if _ok(native) and native["topn_rows_per_s"] else "-",
          status(native, "not run (--engines)")),
         (f"distributed, {args.workers} workers x 1 thread",
          f"{dist_it:.2f} (median of {len(dist['iteration_s'])})" if dist_it else "-",
          f"workers {_fmt_mib(dist['worker_peak_rss_mib'].values())}" if _ok(dist) else "-",
-         f"{dist['topn_rows_per_s']:,.0f} (recommend_all)" if _ok(dist) else "-",
+         f"{dist['topn_rows_per_s']:,.0f} (recommend_all)" if _ok(dist) and dist["topn_rows_per_s"] else "-",
          status(dist, "not run (--engines)")),
         ("Spark MLlib ALS, local[2] (own process)",
          f"{spark_it:.2f} (maxIter {b} - {a})" if spark_it is not None else "-",
@@ -371,9 +375,10 @@ def build_tables(args, shape, native, dist, spark, spark_skip, client_peak, moni
             ("CSR size / factors size", f"{matrix_mib:.0f} MiB / {factors_mib:.0f} MiB"),
             ("implicit: matrix build s (pandas, in-memory)", f"{native['matrix_build_s']:.1f}"),
             ("implicit: iterations s", ", ".join(f"{t:.2f}" for t in native["iteration_s"])),
-            (f"top-10 all users, implicit recommend ({args.threads} threads)",
-             f"{native['topn_rows_per_s']:,.0f} rows/s ({native['topn_s']:.1f}s)"),
         ]  # fmt: skip
+        if native["topn_rows_per_s"]:
+            detail.append((f"top-10 all users, implicit recommend ({args.threads} threads)",
+                           f"{native['topn_rows_per_s']:,.0f} rows/s ({native['topn_s']:.1f}s)"))  # fmt: skip
     if _ok(dist):
         detail += [
             ("distributed: stored pairs", f"{dist['nnz']:,}"),
@@ -383,9 +388,10 @@ def build_tables(args, shape, native, dist, spark, spark_skip, client_peak, moni
             ("worker RSS MiB during iterations (max)", _fmt_mib(dist["worker_rss_mib_during_iterations"].values())),
             ("worker peak RSS MiB (after fit)", _fmt_mib(dist["worker_peak_rss_mib_after_fit"].values())),
             ("worker peak RSS MiB (after top-10)", _fmt_mib(dist["worker_peak_rss_mib"].values())),
-            ("top-10 all users, recommend_all",
-             f"{dist['topn_rows_per_s']:,.0f} rows/s ({dist['topn_s']:.1f}s, {dist['topn_rows']:,} rows)"),
         ]  # fmt: skip
+        if dist["topn_rows_per_s"]:
+            detail.append(("top-10 all users, recommend_all",
+                           f"{dist['topn_rows_per_s']:,.0f} rows/s ({dist['topn_s']:.1f}s, {dist['topn_rows']:,} rows)"))  # fmt: skip
     if _ok(spark):
         detail += [
             ("Spark: version, blocks (user x item)",
@@ -462,6 +468,8 @@ def main(argv=None):
     p.add_argument("--spark-iterations", type=_pair, default=(1, 3), metavar="A,B",
                    help="Spark is fitted with maxIter A and B; per iteration = (t_B - t_A) / (B - A) (default 1,3)")  # fmt: skip
     p.add_argument("--spark-driver-memory", default="8g", help="Spark local[2] driver (and executor) heap")
+    p.add_argument("--topn", action=argparse.BooleanOptionalAction, default=True,
+                   help="time top-10 for every user (implicit recommend / recommend_all); --no-topn skips it")  # fmt: skip
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
@@ -477,7 +485,7 @@ def main(argv=None):
 
     if args.only_implicit:  # child process: implicit alone, so its memory is its own
         res = run_implicit(args.only_implicit, args.factors, args.iterations, args.threads,
-                           args.regularization, args.alpha, args.seed)  # fmt: skip
+                           args.regularization, args.alpha, args.seed, args.topn)  # fmt: skip
         print(json.dumps(res))
         return
 
@@ -513,7 +521,8 @@ def main(argv=None):
             print(f"Spark baseline skipped: {spark_skip}", file=sys.stderr)
     if "distributed" in args.engines:
         dist = _run_stage(monitor, "distributed", run_distributed, path, args.factors, args.iterations,
-                          args.workers, args.regularization, args.alpha, args.seed, args.memory_limit)  # fmt: skip
+                          args.workers, args.regularization, args.alpha, args.seed, args.memory_limit,
+                          args.topn)  # fmt: skip
 
     client_peak = _peak_rss_mib()
     lines, summary = build_tables(
