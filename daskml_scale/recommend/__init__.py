@@ -11,14 +11,18 @@ Examples
 """
 
 from ._als import ALSRecommender
+from ._ann import ItemIndex, approximate_similar_items, recall_at_k
 from ._artifacts import load_model
 from ._popularity import PopularityRecommender
 from ._topn import recommend_all, recommend_new_users, similar_items
 
 __all__ = [
     "ALSRecommender",
+    "ItemIndex",
     "PopularityRecommender",
+    "approximate_similar_items",
     "load_model",
+    "recall_at_k",
     "recommend_all",
     "recommend_new_users",
     "similar_items",

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from .. import schema as S
 from ..cluster import get_client
-from ..errors import ParameterError, SchemaError, check_fitted
+from ..errors import ParameterError, SchemaError, check_fitted, check_in
 from ._matrix import block_bounds, build_block, check_interactions, index_partition, split_pieces
 from ._tiled import one_blas_thread, task_memory, tiled_top_n, top_k_merge
 
@@ -420,6 +420,35 @@ def _unit_concat(*blocks):
     return _unit_rows(concat(*blocks))
 
 
+def _similar_ann(model, items, n, items_per_partition, client, ann_params):
+    """similar_items(method="ann"): approximate neighbours from an HNSW index per worker."""
+    from ._ann import ItemIndex, approximate_similar_items
+
+    if hasattr(model, "_similarity_inputs"):
+        raise ParameterError(
+            "similar_items(method='ann') needs float factors; this model's are quantized. Use "
+            "method='exact', or the float ALSRecommender it was compressed from."
+        )
+    check_fitted(
+        model, "item_blocks_" if getattr(model, "item_blocks_", None) is not None else "item_factors_"
+    )
+    ids, F = model.item_ids_, model.item_factors_
+    if items is None:
+        kw = {"items_per_partition": items_per_partition} if items_per_partition is not None else {}
+        return approximate_similar_items(ids, F, n, client=client, **kw, **ann_params)
+    items = np.asarray(items)
+    pos = pd.Index(ids).get_indexer(items)
+    if (pos < 0).any():
+        missing = items[pos < 0]
+        raise SchemaError(
+            f"similar_items: {len(missing)} item id(s) are not in the model (first: {missing[:5].tolist()}). "
+            "Pass ids seen in training (model.item_ids_).",
+            column=S.ITEM_ID,
+        )
+    rows, cols, score, rank = ItemIndex(**ann_params).fit(F).query_long(pos, n)
+    return _similar_frame(items, ids, rows, cols, score, rank)
+
+
 def _similar_blocks(model, n, items_per_partition):
     """similar_items(items=None) of a model whose item factors are blocks on the cluster: the unit
     rows and ids are assembled on a worker (worker to worker, not through this process) and every
@@ -445,7 +474,16 @@ def _similar_blocks(model, n, items_per_partition):
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
-def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | None = None, client=None):
+def similar_items(
+    model,
+    items=None,
+    n: int = 10,
+    *,
+    method: str = "exact",
+    items_per_partition: int | None = None,
+    client=None,
+    ann_params: dict | None = None,
+):
     """The ``n`` items most similar to each given item (cosine of item factors), itself excluded.
 
     Exact: every query item is scored against the whole catalogue, so all items of a catalogue cost
@@ -468,9 +506,16 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | 
         Query items per output partition (``items=None``); default 20,000, fewer where ``n`` rows
         each would not fit the task memory, and at least one partition per worker thread with a
         client.
+    method : {"exact", "ann"}
+        ``"ann"``: an HNSW index over the item factors (faiss, the ``[ann]`` extra), built once per
+        worker, queried per partition; the returned pairs carry their exact cosine, only the set of
+        neighbours is approximate (recall@10 0.966 at 500k items with the defaults, 18.5x faster
+        per query than exact: ``benchmarks/bench_ann.py``). Its item factors are gathered here once.
     client : distributed.Client, optional
         With a client (given or current) and ``items=None``, the factors are scattered to its
         workers now and the result must be computed on that client.
+    ann_params : dict, optional
+        ``M``, ``ef_construction``, ``ef_search`` of the index (``method="ann"``).
 
     Returns
     -------
@@ -488,6 +533,9 @@ def similar_items(model, items=None, n: int = 10, *, items_per_partition: int | 
     """
     owner = "similar_items"
     _check_n(n, owner)
+    check_in("method", method, ("exact", "ann"), owner)
+    if method == "ann":
+        return _similar_ann(model, items, int(n), items_per_partition, client, ann_params or {})
     if items is None and _cluster_item_blocks(model) is not None:  # scored where the blocks live
         return _similar_blocks(model, int(n), items_per_partition)
     check_fitted(model, "item_factors_")
