@@ -19,12 +19,14 @@ Both engines use implicit's objective: confidences ``c = alpha * f(w)``, weighte
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from .. import schema as S
+from ..cluster import compute
 from ..errors import FitError, ParameterError, check_fitted, check_in
 from ..storage import register_kind
 from . import _blocks as B
@@ -152,9 +154,13 @@ class ALSRecommender(BaseEstimator):
     bm25_k1, bm25_b : float
         BM25 parameters (implicit's defaults).
     n_blocks : int, optional
-        Blocks per side for the distributed engine; default one per worker thread (2 without a
-        client). implicit's kernel recomputes the other side's Gram matrix for every block, so
-        more blocks than threads cost time; more blocks lower the memory of each task.
+        Blocks per side (both engines cut the input into them); default one per worker thread (2
+        without a client), more where a block's factorize task would hold over 1/8 of a worker
+        thread's share of the smallest worker's memory at ~64 bytes per interaction
+        (``BLOCK_ROW_BYTES``: 200M interactions on 1-thread 10 GiB workers make 10 blocks),
+        rounded up to a multiple of the workers. implicit's kernel
+        recomputes the other side's Gram matrix for every block, so more blocks than threads cost
+        time; more blocks lower the memory of each task.
     cg_steps : int
         Conjugate-gradient steps per half-iteration (implicit's default 3).
     kernel : {"auto", "implicit", "numpy"}
@@ -338,7 +344,7 @@ class ALSRecommender(BaseEstimator):
         ddf = check_interactions(interactions, owner)
         runner = Runner(client)
         t0 = time.perf_counter()
-        n_blocks = int(self.n_blocks or (runner.n_threads() if runner.distributed else 2))
+        n_blocks = int(self.n_blocks or _auto_blocks(runner, ddf))
         self._resume, self._resumable, self.resumed_from_ = resume, False, 0
         if self.checkpoint is not None and resume is None:
             clear(self.checkpoint, self.storage_options)  # a new fit never resumes an older one
@@ -690,6 +696,30 @@ def _restart_on_worker_loss(runner, fit, owner: str):
                 if len(runner.client.scheduler_info(n_workers=-1)["workers"]) >= len(before):
                     break
                 time.sleep(0.5)
+
+
+# bytes per interaction a block's factorize task may hold at its peak (ids, codes, weights, the
+# pieces it cuts and their temporaries), and the share of a worker's memory one block task may take
+BLOCK_ROW_BYTES = 64
+BLOCK_MEMORY_SHARE = 1 / 8
+
+
+def _auto_blocks(runner, ddf) -> int:
+    """Blocks per side: one per worker thread, more when a block would exceed its memory share.
+
+    The row count comes from the input's metadata where Dask has it (parquet), else from a count
+    of each partition. The number is rounded up to a multiple of the workers, so blocks spread
+    evenly.
+    """
+    if not runner.distributed:
+        return 2
+    threads = runner.n_threads()
+    rows = int(compute(ddf.shape[0], client=runner.client)[0])  # small: one count
+    workers = max(1, len(runner.client.scheduler_info(n_workers=-1)["workers"]))
+    per_thread = _smallest_worker_memory(runner) / max(1, math.ceil(threads / workers))
+    per_block = max(1.0, BLOCK_MEMORY_SHARE * per_thread / BLOCK_ROW_BYTES)
+    n = max(threads, math.ceil(rows / per_block))
+    return int(math.ceil(n / workers) * workers)
 
 
 def _max_conf(C) -> float:

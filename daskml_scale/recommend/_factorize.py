@@ -120,11 +120,23 @@ def _concat(pieces, width: int):
     return tuple(np.concatenate([p[c] for p in pieces]) for c in range(width))
 
 
+def _sorted_codes(values):
+    """Sorted distinct values and each value's position among them (int32), by a hash table:
+    no sort of the rows themselves (``np.unique`` would hold three row-sized temporaries)."""
+    codes, ids = pd.factorize(values, sort=True)
+    return np.asarray(ids), codes.astype(_itype(len(ids)))
+
+
+def _itype(n: int):
+    return np.int32 if n < 2**31 else np.int64
+
+
 def _user_side(n_item_blocks: int, *pieces):
     """Step 2: distinct users of the block (sorted) and local user rows, cut by item block."""
     u, i, w = _concat(pieces, 3)
-    ids, local = np.unique(u, return_inverse=True)
-    return ids, _cut(i, n_item_blocks, i, local.astype(np.int64), w)
+    ids, local = _sorted_codes(u)
+    del u
+    return ids, _cut(i, n_item_blocks, i, local, w)
 
 
 def _ids_of(side):
@@ -141,16 +153,17 @@ def _digest(ids) -> str:
     return hashlib.sha256(pd.util.hash_array(np.asarray(ids), categorize=False).tobytes()).hexdigest()[:16]
 
 
-def _to_item_block(side, j: int, user_offset: int):
+def _to_item_block(side, j: int, user_offset: int, n_users: int):
     i, local, w = side[1][j]
-    return i, local + user_offset, w
+    return i, local.astype(_itype(n_users)) + user_offset, w
 
 
 def _item_side(n_users: int, *pieces):
     """Step 3a: distinct items of the block (sorted), local item rows, global user codes."""
     i, u, w = _concat(pieces, 3)
-    ids, local = np.unique(i, return_inverse=True)
-    return ids, local.astype(np.int64), u.astype(np.int64), w.astype(np.float32)
+    ids, local = _sorted_codes(i)
+    del i
+    return ids, local, u.astype(_itype(n_users), copy=False), w.astype(np.float32, copy=False)
 
 
 def _item_block(side, n_users: int):
@@ -165,7 +178,8 @@ def _back_to_users(side, item_offset: int, user_offsets):
     order = np.argsort(b, kind="stable")
     counts = np.bincount(b, minlength=len(user_offsets) - 1)
     ends = np.cumsum(counts)
-    u, local, w, b = u[order], local[order] + item_offset, w[order], b[order]
+    del b
+    u, local, w = u[order], local[order] + item_offset, w[order]
     return [
         (u[e - c : e] - user_offsets[k], local[e - c : e], w[e - c : e])
         for k, (c, e) in enumerate(zip(counts, ends))
@@ -230,7 +244,7 @@ def factorize_blocks(runner, ddf, n_user_blocks: int, n_item_blocks: int, *, own
             j,
             _item_side,
             n_users,
-            *[s(_to_item_block, us, j, int(uoff[b])) for b, us in enumerate(user_sides)],
+            *[s(_to_item_block, us, j, int(uoff[b]), n_users) for b, us in enumerate(user_sides)],
         )
         for j in range(n_item_blocks)
     ]

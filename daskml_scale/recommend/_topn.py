@@ -229,20 +229,21 @@ def _seen_by_block(df, n_blocks: int):
     return _cut(u, n_blocks, u, i)
 
 
-def _block_slice_recs(vectors, ids, lo, hi, pieces, item_ids, V, n):
-    """Recommendations of users ``lo:hi`` of one factor block (seen pairs from their pieces)."""
-    vectors, ids = vectors[lo:hi], ids[lo:hi]
-    seen = None
-    if pieces is not None:
-        u = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0)
-        i = np.concatenate([p[1] for p in pieces]) if pieces else np.zeros(0)
-        rows = pd.Index(ids).get_indexer(u)
-        cols = pd.Index(item_ids).get_indexer(i)
-        keep = (rows >= 0) & (cols >= 0)
-        seen = build_block(
-            [(rows[keep], cols[keep], np.ones(int(keep.sum()), np.float32))], len(ids), len(item_ids)
-        )
-    return _block_recs(vectors, V, seen, ids, item_ids, n)
+def _seen_block(ids, pieces, item_ids):
+    """The seen pairs of one user block as a CSR (its users x all items), from its routed pieces."""
+    u = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0)
+    i = np.concatenate([p[1] for p in pieces]) if pieces else np.zeros(0)
+    rows = pd.Index(ids).get_indexer(u)
+    cols = pd.Index(item_ids).get_indexer(i)
+    keep = (rows >= 0) & (cols >= 0)
+    return build_block(
+        [(rows[keep], cols[keep], np.ones(int(keep.sum()), np.float32))], len(ids), len(item_ids)
+    )
+
+
+def _block_slice_recs(vectors, ids, lo, hi, seen, item_ids, V, n):
+    """Recommendations of users ``lo:hi`` of one factor block (``seen``: the block's seen CSR)."""
+    return _block_recs(vectors[lo:hi], V, None if seen is None else seen[lo:hi], ids[lo:hi], item_ids, n)
 
 
 def _block_source(F):
@@ -285,8 +286,10 @@ def _recommend_blocks(model, n, seen, users_per_partition, client):
     parts = []
     for b in range(nb):
         size = int(ub.offsets[b + 1] - ub.offsets[b])
+        # the block's seen pairs are assembled once, then sliced with its users
+        seen_b = None if pieces[b] is None else dask.delayed(_seen_block)(ids[b], pieces[b], items)
         for lo in range(0, max(size, 1), per):
-            parts.append(dask.delayed(_block_slice_recs)(vectors[b], ids[b], lo, min(lo + per, size), pieces[b],
+            parts.append(dask.delayed(_block_slice_recs)(vectors[b], ids[b], lo, min(lo + per, size), seen_b,
                                                          items, V, n))  # fmt: skip
     meta = _recs_meta(model._id_meta("user"), model._id_meta("item"))
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
