@@ -13,7 +13,6 @@ from daskml_scale.errors import ParameterError, SchemaError
 from daskml_scale.recommend import ALSRecommender, PopularityRecommender
 from daskml_scale.recommend._matrix import (
     apply_confidence,
-    balanced_bounds,
     block_bounds,
     bm25_factors,
     bm25_stats_rows,
@@ -210,17 +209,3 @@ def test_bad_params(param, value, match):
 def test_cuda_with_distributed_engine_refused():
     with pytest.raises(ParameterError, match="engine='implicit' only"):
         ALSRecommender(engine="distributed", device="cuda").fit(_frame())
-
-
-def test_balanced_bounds_split_work_not_rows():
-    counts = np.array([100, 1, 1, 1, 1, 1, 1, 1])  # one very popular row
-    assert balanced_bounds(counts, 2).tolist() == [0, 1, 8]
-    assert balanced_bounds(np.ones(10, int), 3).tolist() == [0, 4, 7, 10]
-    assert balanced_bounds(np.array([5, 5]), 5).tolist() == [0, 1, 2]  # at most one block per row
-    assert balanced_bounds(np.zeros(3, int), 2).tolist() == [0, 2, 3]  # no work: equal rows
-    skewed = np.random.default_rng(0).pareto(1.0, 5000).astype(int) + 1
-    b = balanced_bounds(skewed, 4, row_cost=2)
-    work = [skewed[b[i] : b[i + 1]].sum() + 2 * (b[i + 1] - b[i]) for i in range(len(b) - 1)]
-    ideal = (skewed.sum() + 2 * len(skewed)) / 4
-    assert len(work) == 4 and max(work) <= ideal + skewed.max() + 2  # off by at most one row
-    assert block_bounds(len(skewed), 4).tolist() != b.tolist()

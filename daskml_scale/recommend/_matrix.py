@@ -26,15 +26,12 @@ from ..errors import ParameterError, SchemaError
 __all__ = [
     "CONFIDENCES",
     "apply_confidence",
-    "add_counts",
-    "balanced_bounds",
     "block_bounds",
     "build_block",
     "build_id_maps",
     "check_interactions",
     "check_weight_problems",
     "index_partition",
-    "row_counts",
     "split_pieces",
     "weight_problems",
 ]
@@ -152,35 +149,6 @@ def block_bounds(n: int, n_blocks: int) -> np.ndarray:
     """Row boundaries of ``n_blocks`` contiguous, near-equal blocks of ``n`` rows."""
     n_blocks = max(1, min(int(n_blocks), max(int(n), 1)))
     return np.linspace(0, n, n_blocks + 1).round().astype(np.int64)
-
-
-def row_counts(coo, n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stored values per row and per column of one partition's COO (duplicates counted)."""
-    rows, cols, _ = coo
-    return np.bincount(rows, minlength=n_rows), np.bincount(cols, minlength=n_cols)
-
-
-def add_counts(*counts):
-    """Sum the (row, column) count vectors of several partitions."""
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
-
-
-def balanced_bounds(counts: np.ndarray, n_blocks: int, row_cost: float = 0.0) -> np.ndarray:
-    """Contiguous row boundaries giving each block about the same work ``counts + row_cost``.
-
-    ALS work per row grows with its stored values (plus a fixed cost per row): popular items or
-    heavy users would otherwise crowd one block and leave the other workers idle.
-    """
-    n = len(counts)
-    n_blocks = max(1, min(int(n_blocks), max(n, 1)))
-    work = np.cumsum(counts.astype(np.float64) + row_cost)
-    if n == 0 or work[-1] <= 0:
-        return block_bounds(n, n_blocks)
-    targets = work[-1] * np.arange(1, n_blocks) / n_blocks
-    inner = np.searchsorted(work, targets, side="left") + 1
-    bounds = np.concatenate([[0], inner, [n]]).astype(np.int64)
-    bounds = np.maximum.accumulate(np.minimum(bounds, n))
-    return np.unique(bounds)
 
 
 def split_pieces(coo, bounds: np.ndarray, *, by: str) -> tuple:

@@ -7,12 +7,9 @@ worker once; ``gather`` brings small results (factors, loss sums) back.
 
 from __future__ import annotations
 
-import operator
+from ..cluster import get_client
 
-from ..cluster import compute, get_client
-from ._matrix import build_block, index_partition, split_pieces
-
-__all__ = ["Runner", "partition_coo", "row_blocks", "worker_threads"]
+__all__ = ["Runner", "worker_threads"]
 
 
 def worker_threads() -> int:
@@ -73,31 +70,3 @@ class Runner:
         if self.client is None:
             return x
         return self.client.gather(x)
-
-
-def partition_coo(runner: Runner, ddf, user_ids, item_ids) -> list:
-    """One integer COO piece ``(row, col, weight)`` per partition of ``ddf`` (futures on workers)."""
-    parts = ddf.to_delayed()
-    if runner.distributed:
-        users = runner.broadcast(user_ids)
-        items = runner.broadcast(item_ids)
-        return runner.client.map(
-            index_partition, runner.client.compute(parts), user_ids=users, item_ids=items, pure=False
-        )
-    # in-process: one partition at a time
-    return [index_partition(compute(p)[0], user_ids, item_ids) for p in parts]
-
-
-def row_blocks(runner: Runner, coo: list, bounds, n_other: int, *, by: str) -> list:
-    """Raw CSR blocks (summed weights) over the row ranges ``bounds`` of users (``by="row"``) or items.
-
-    Every partition's COO is cut into one piece per block; block ``b`` is assembled from its pieces
-    only, so no process ever holds the whole matrix.
-    """
-    n_blocks = len(bounds) - 1
-    split = runner.map(split_pieces, coo, bounds=bounds, by=by)
-    pieces = [[runner.submit(operator.getitem, s, b) for s in split] for b in range(n_blocks)]
-    return [
-        runner.submit(build_block, pieces[b], int(bounds[b + 1] - bounds[b]), n_other)
-        for b in range(n_blocks)
-    ]

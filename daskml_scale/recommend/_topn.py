@@ -423,6 +423,20 @@ def _unit_concat(*blocks):
     return _unit_rows(concat(*blocks))
 
 
+def _item_positions(ids, items, owner):
+    """``(items, positions in ids)``; SchemaError naming the unknown ids."""
+    items = np.asarray(items)
+    pos = pd.Index(ids).get_indexer(items)
+    if (pos < 0).any():
+        missing = items[pos < 0]
+        raise SchemaError(
+            f"{owner}: {len(missing)} item id(s) are not in the model (first: {missing[:5].tolist()}). "
+            "Pass ids seen in training (model.item_ids_).",
+            column=S.ITEM_ID,
+        )
+    return items, pos
+
+
 def _similar_ann(model, items, n, items_per_partition, client, ann_params):
     """similar_items(method="ann"): approximate neighbours from an HNSW index per worker."""
     from ._ann import ItemIndex, approximate_similar_items
@@ -439,15 +453,7 @@ def _similar_ann(model, items, n, items_per_partition, client, ann_params):
     if items is None:
         kw = {"items_per_partition": items_per_partition} if items_per_partition is not None else {}
         return approximate_similar_items(ids, F, n, client=client, **kw, **ann_params)
-    items = np.asarray(items)
-    pos = pd.Index(ids).get_indexer(items)
-    if (pos < 0).any():
-        missing = items[pos < 0]
-        raise SchemaError(
-            f"similar_items: {len(missing)} item id(s) are not in the model (first: {missing[:5].tolist()}). "
-            "Pass ids seen in training (model.item_ids_).",
-            column=S.ITEM_ID,
-        )
+    items, pos = _item_positions(ids, items, "similar_items")
     rows, cols, score, rank = ItemIndex(**ann_params).fit(F).query_long(pos, n)
     return _similar_frame(items, ids, rows, cols, score, rank)
 
@@ -568,15 +574,7 @@ def similar_items(
         ]
         meta = block(*shared, 0, 0, ids, int(n))
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
-    items = np.asarray(items)
-    pos = pd.Index(ids).get_indexer(items)
-    if (pos < 0).any():
-        missing = items[pos < 0]
-        raise SchemaError(
-            f"{owner}: {len(missing)} item id(s) are not in the model (first: {missing[:5].tolist()}). "
-            "Pass ids seen in training (model.item_ids_).",
-            column=S.ITEM_ID,
-        )
+    items, pos = _item_positions(ids, items, owner)
     if block is not _similar_block:  # quantized: one query at a time through its block kernel
         frames = []
         for p in pos:
