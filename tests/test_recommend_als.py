@@ -251,7 +251,7 @@ def test_distributed_engine_on_cluster(client, spread):
         "_user_side",
         "_item_side",
         "_user_block",
-        "_confidence_block",
+        "confidence_block",
         "solve_routed",
     ):
         ts.assert_spread(prefix=step)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from daskml_scale.data import make_interactions
 from daskml_scale.errors import ParameterError, SchemaError
-from daskml_scale.recommend import ALSRecommender, _als
+from daskml_scale.recommend import ALSRecommender, _als, _sizing
 from daskml_scale.recommend import _blocks as B
 from daskml_scale.recommend import _kernels as K
 from daskml_scale.recommend._factorize import block_of, factorize_blocks
@@ -238,12 +238,12 @@ def test_similar_items_of_a_cluster_model_from_its_blocks(client, spread):
 def test_auto_blocks_bounded_by_worker_memory(client, monkeypatch):
     ddf = _interactions(npartitions=4)  # 12,000 rows
     runner = Runner(client)
-    assert _als._auto_blocks(runner, ddf) == 2  # one per worker thread
+    assert _sizing.auto_blocks(runner, ddf) == 2  # one per worker thread
     # a block may hold 12,000 rows x 1 MiB / 8 of a worker's memory: 2 GiB workers in the suite
-    monkeypatch.setattr(_als, "BLOCK_ROW_BYTES", 2**20)
-    limit = _als._smallest_worker_memory(runner)
+    monkeypatch.setattr(_sizing, "BLOCK_ROW_BYTES", 2**20)
+    limit = _sizing.smallest_worker_memory(runner)
     expected = -(-12_000 // int(limit / 8 / 2**20))
-    got = _als._auto_blocks(runner, ddf)
+    got = _sizing.auto_blocks(runner, ddf)
     assert got >= expected and got % 2 == 0 and got - expected < 2
     m = ALSRecommender(iterations=1, engine="distributed").fit(ddf, client=client)
     assert m.user_blocks_.n_blocks == got and m.item_blocks_.n_blocks == got

@@ -19,21 +19,19 @@ Both engines use implicit's objective: confidences ``c = alpha * f(w)``, weighte
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from .. import schema as S
-from ..cluster import compute
 from ..errors import FitError, ParameterError, check_fitted, check_in
 from ..storage import register_kind
 from . import _blocks as B
 from . import _kernels as K
 from ._artifacts import load_from
 from ._blocks import FactorBlocks
-from ._checkpoint import check_layout, clear, latest, load_blocks, write_checkpoint
+from ._checkpoint import check_layout, clear, latest, load_blocks, restart_on_worker_loss, write_checkpoint
 from ._factorize import factorize_blocks
 from ._matrix import (
     apply_confidence,
@@ -43,15 +41,13 @@ from ._matrix import (
     check_interactions,
 )
 from ._runner import Runner, worker_threads
+from ._sizing import AUTO_MEMORY_SHARE, auto_blocks, implicit_memory, smallest_worker_memory
 
 __all__ = ["ALSRecommender"]
 
 ENGINES = ("auto", "implicit", "distributed")
 DEVICES = ("cpu", "cuda")
 KERNELS = ("auto", "implicit", "numpy")
-# engine="auto": implicit on one worker while its matrix and factors take at most this share of the
-# smallest worker's memory limit (implicit holds the CSR, both factor matrices and per-thread buffers)
-AUTO_MEMORY_SHARE = 0.25
 
 
 def _check_number(name, value, owner, *, integer=False, minimum=0.0, strict=False):
@@ -120,11 +116,6 @@ def _item(x, i):
 
 def _split_rows(F, offsets, b):
     return F[int(offsets[b]) : int(offsets[b + 1])]
-
-
-def _gram(a):
-    a = np.asarray(a, dtype=np.float64)
-    return a.T @ a
 
 
 class ALSRecommender(BaseEstimator):
@@ -344,7 +335,7 @@ class ALSRecommender(BaseEstimator):
         ddf = check_interactions(interactions, owner)
         runner = Runner(client)
         t0 = time.perf_counter()
-        n_blocks = int(self.n_blocks or _auto_blocks(runner, ddf))
+        n_blocks = int(self.n_blocks or auto_blocks(runner, ddf))
         self._resume, self._resumable, self.resumed_from_ = resume, False, 0
         if self.checkpoint is not None and resume is None:
             clear(self.checkpoint, self.storage_options)  # a new fit never resumes an older one
@@ -356,7 +347,7 @@ class ALSRecommender(BaseEstimator):
                 return engine, bm, self._fit_implicit(runner, bm)
             return engine, bm, self._fit_distributed(runner, bm)
 
-        engine, bm, (X, Y, losses, times) = _restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
+        engine, bm, (X, Y, losses, times) = restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
         self.engine_ = engine
         self._id_dtypes = {
             "user": ddf._meta[S.USER_ID].to_numpy()[:0],
@@ -379,7 +370,7 @@ class ALSRecommender(BaseEstimator):
         if self.checkpoint is not None or self._resume is not None:
             return "distributed"  # only the distributed engine checkpoints
         need = implicit_memory(bm.n_users, bm.n_items, bm.nnz, int(self.factors))
-        return "implicit" if need <= AUTO_MEMORY_SHARE * _smallest_worker_memory(runner) else "distributed"
+        return "implicit" if need <= AUTO_MEMORY_SHARE * smallest_worker_memory(runner) else "distributed"
 
     def _fit_implicit(self, runner, bm):
         params = {
@@ -409,14 +400,14 @@ class ALSRecommender(BaseEstimator):
         conf = self._conf()
         kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "k1": conf["k1"]}
         if self.confidence == "bm25":
-            kw["bm25"] = _bm25_on_workers(runner, bm, conf)
+            kw["bm25"] = B.bm25_on_workers(runner, bm, conf)
         at = runner.submit_to  # block b stays on worker b mod W (factorize_blocks put it there)
-        users = [at(b, _confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
+        users = [at(b, B.confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
                  for b in range(nb_u)]  # fmt: skip
-        items = [at(j, _confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
+        items = [at(j, B.confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
                  for j in range(nb_i)]  # fmt: skip
         bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
-        max_conf = max(runner.gather([s(_max_conf, C) for C in users]), default=0.0)  # small
+        max_conf = max(runner.gather([s(B.max_conf, C) for C in users]), default=0.0)  # small
         # each block's columns renumbered to the rows of the other side it uses, by block
         ru = [at(b, B.route, C, bm.item_offsets) for b, C in enumerate(users)]
         ri = [at(j, B.route, C, bm.user_offsets) for j, C in enumerate(items)]
@@ -445,7 +436,7 @@ class ALSRecommender(BaseEstimator):
         solve = {"regularization": reg, "cg_steps": cg, "kernel": kernel, "num_threads": threads}
 
         def half(C, F, other, needs, n_other, side, it):
-            G = _tree_sum(runner, [at(j, B.gram, Fo) for j, Fo in enumerate(other)])
+            G = B.tree_sum(runner, [at(j, B.gram, Fo) for j, Fo in enumerate(other)])
             # the rows block b needs from block j are cut where block j lives, then sent to b
             pieces = [
                 [at(j, B.take_rows, other[j], needs[b][j]) for j in range(len(other))] for b in range(len(C))
@@ -480,7 +471,7 @@ class ALSRecommender(BaseEstimator):
             Y = half(Ci, Y, X, need_i, bm.n_users, "items", it)
             times.append(time.perf_counter() - t)
             if self.compute_loss:
-                losses.append(_loss(runner, Cu, X, Y, need_u, reg, bm.n_users, bm.n_items))
+                losses.append(B.loss(runner, Cu, X, Y, need_u, reg, bm.n_users, bm.n_items))
             if ck is not None and (it % int(self.checkpoint_every) == 0 or it == n_iter):
                 write_checkpoint(runner, ck, self.storage_options, it, X, Y,
                                  {"layout": layout, "losses": losses, "times": times})  # fmt: skip
@@ -572,7 +563,7 @@ class ALSRecommender(BaseEstimator):
         if blocks is None:
             raise AttributeError(name + "_")
         parts = blocks.ids if name.endswith("ids") else blocks.factors
-        parts = Runner(None).gather(parts) if not _has_futures(parts) else _gather_futures(parts)
+        parts = B.gather_blocks(parts)
         value = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
         self.__dict__.setdefault("_local", {})[name] = value
         return value
@@ -663,70 +654,6 @@ class ALSRecommender(BaseEstimator):
         return load_model(path, kind=cls.__name__, storage_options=storage_options)
 
 
-_MAX_RESTARTS = 3
-
-
-def _restart_on_worker_loss(runner, fit, owner: str):
-    """Run ``fit()`` again when a worker is lost under it (at most ``_MAX_RESTARTS`` times).
-
-    The engine's blocks are built once and their lineage released (the input's pieces are freed as
-    soon as the blocks are built), so Dask cannot recompute a lost block: a lost worker ends the
-    attempt with a cancelled future or a closed comm. The fit then waits for the cluster to recover
-    and starts again from the input; with a ``checkpoint`` it continues from the last checkpoint
-    (same seed, same blocks: the same factors as an undisturbed fit), else from iteration 0.
-    """
-    from distributed.client import FutureCancelledError
-    from distributed.comm.core import CommClosedError
-    from distributed.scheduler import KilledWorker
-
-    for attempt in range(_MAX_RESTARTS + 1):
-        before = set(runner.client.scheduler_info(n_workers=-1)["workers"]) if runner.distributed else set()
-        try:
-            return fit()
-        except (FutureCancelledError, CommClosedError, KilledWorker) as e:
-            if not runner.distributed or attempt == _MAX_RESTARTS:
-                if runner.distributed:
-                    raise FitError(
-                        f"{owner}(engine='distributed'): workers were lost {attempt + 1} times during "
-                        f"the fit; giving up. Last error: {type(e).__name__}: {e}"
-                    ) from e
-                raise
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if len(runner.client.scheduler_info(n_workers=-1)["workers"]) >= len(before):
-                    break
-                time.sleep(0.5)
-
-
-# bytes per interaction a block's factorize task may hold at its peak (ids, codes, weights, the
-# pieces it cuts and their temporaries), and the share of a worker's memory one block task may take
-BLOCK_ROW_BYTES = 64
-BLOCK_MEMORY_SHARE = 1 / 8
-
-
-def _auto_blocks(runner, ddf) -> int:
-    """Blocks per side: one per worker thread, more when a block would exceed its memory share.
-
-    The row count comes from the input's metadata where Dask has it (parquet), else from a count
-    of each partition. The number is rounded up to a multiple of the workers, so blocks spread
-    evenly.
-    """
-    if not runner.distributed:
-        return 2
-    threads = runner.n_threads()
-    rows = int(compute(ddf.shape[0], client=runner.client)[0])  # small: one count
-    workers = max(1, len(runner.client.scheduler_info(n_workers=-1)["workers"]))
-    per_thread = _smallest_worker_memory(runner) / max(1, math.ceil(threads / workers))
-    per_block = max(1.0, BLOCK_MEMORY_SHARE * per_thread / BLOCK_ROW_BYTES)
-    n = max(threads, math.ceil(rows / per_block))
-    return int(math.ceil(n / workers) * workers)
-
-
-def _max_conf(C) -> float:
-    """Largest absolute confidence of a block."""
-    return float(np.abs(C.data).max()) if C.nnz else 0.0
-
-
 def _raise_non_finite(side, bad, n, iteration, iterations, max_conf, owner) -> None:
     """Raise FitError when a half-iteration returned NaN or inf factors (float32 overflow)."""
     raise FitError(
@@ -736,96 +663,6 @@ def _raise_non_finite(side, bad, n, iteration, iterations, max_conf, owner) -> N
         f"{max_conf:.3g}: its products overflowed. Lower alpha, use confidence='log' or 'bm25', "
         "or rescale the weights."
     )
-
-
-def _tree_sum(runner, parts: list):
-    """Sum small objects (Gram matrices, loss parts) on the workers, at most 8 per task."""
-    while len(parts) > 1:
-        parts = [runner.submit(B.add, *parts[j : j + 8]) for j in range(0, len(parts), 8)]
-    return parts[0]
-
-
-def _loss(runner, Cu, X, Y, needs, regularization, n_users, n_items) -> float:
-    """implicit's training loss of the current factors, from per-block parts (small numbers)."""
-    s = runner.submit
-    G = _tree_sum(runner, [s(B.gram, F) for F in Y])
-    parts = [
-        s(
-            B.loss_routed,
-            Cu[b],
-            X[b],
-            G,
-            regularization,
-            *[s(B.take_rows, Y[j], needs[b][j]) for j in range(len(Y))],
-        )
-        for b in range(len(Cu))
-    ]
-    parts, G = runner.gather([parts, G])  # small: three numbers per block and k x k
-    return K.loss_total(parts, float(np.trace(G)), regularization, n_users, n_items)
-
-
-def _bm25_on_workers(runner, bm, conf):
-    """implicit's BM25 statistics as arrays on the workers: item length norms and user idf."""
-    s = runner.submit
-    item_sums = [s(_row_sums, C) for C in bm.items]
-    totals = runner.gather([s(np.sum, x) for x in item_sums])  # small: one number per block
-    mean = float(sum(totals)) / max(bm.n_items, 1)
-    norms = [s(_length_norm, x, mean, conf["b"]) for x in item_sums]
-    idf = [s(_idf, C, bm.n_items) for C in bm.users]
-    return (s(B.concat, *norms), s(B.concat, *idf))
-
-
-def _row_sums(C):
-    return np.asarray(C.sum(axis=1)).ravel()
-
-
-def _length_norm(sums, mean, b):
-    return (1.0 - b) + b * sums / (mean if mean > 0 else 1.0)
-
-
-def _idf(C, n_items):
-    return np.log(float(n_items)) - np.log1p(np.diff(C.indptr).astype(np.float64))
-
-
-def implicit_memory(n_users: int, n_items: int, nnz: int, factors: int) -> int:
-    """Bytes engine ``"implicit"`` needs on its worker: the CSR (twice: implicit transposes it), both
-    factor matrices, and the stacking and confidence copies."""
-    csr = 8 * nnz + 4 * (n_users + n_items + 2)
-    return int(4 * csr + 3 * 4 * factors * (n_users + n_items))
-
-
-def _smallest_worker_memory(runner) -> float:
-    if not runner.distributed:
-        import psutil
-
-        return float(psutil.virtual_memory().available)
-    limits = [
-        w.get("memory_limit") or 0 for w in runner.client.scheduler_info(n_workers=-1)["workers"].values()
-    ]
-    limits = [m for m in limits if m]
-    if not limits:
-        import psutil
-
-        return float(psutil.virtual_memory().total)
-    return float(min(limits))
-
-
-def _has_futures(parts) -> bool:
-    from distributed import Future
-
-    return any(isinstance(p, Future) for p in parts)
-
-
-def _gather_futures(parts):
-    from distributed import Future
-
-    futs = [p for p in parts if isinstance(p, Future)]
-    client = futs[0].client
-    return client.gather(list(parts))
-
-
-def _confidence_block(block, offset, **kwargs):
-    return apply_confidence(block, offset=int(offset), **kwargs)
 
 
 # load_model finds the class by its kind: the artifact code imports no model

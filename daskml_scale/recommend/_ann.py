@@ -584,4 +584,4 @@ def recall_at_k(approx, exact, k: int = 10, *, compute: bool = True):
     if not lazy:
         return _mean_recall(hits, den)
     value = dask.delayed(_mean_recall)(hits, den)
-    return value.compute() if compute else value
+    return value.compute() if compute else value  # small: one mean

@@ -7,6 +7,9 @@ blocks). Every half-iteration then ships, worker to worker, only those rows (:fu
 run where the factor block lives) plus the other side's Gram matrix (k x k, a tree sum of per-block
 Grams). implicit's solver forms its Gram matrix from the rows it is given, so the rows a block does
 not use are stood for by ``k`` extra rows whose Gram matrix is theirs (:func:`solve_routed`).
+
+The fit's other work over blocks lives here too: confidences and BM25 statistics computed on the
+workers, the loss from per-block parts, tree sums of small results.
 """
 
 from __future__ import annotations
@@ -17,8 +20,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels as K
+from ._matrix import apply_confidence
 
-__all__ = ["FactorBlocks", "gram", "route", "solve_routed", "take_rows"]
+__all__ = [
+    "FactorBlocks",
+    "bm25_on_workers",
+    "confidence_block",
+    "gather_blocks",
+    "gram",
+    "loss",
+    "max_conf",
+    "on_cluster",
+    "route",
+    "solve_routed",
+    "take_rows",
+    "tree_sum",
+]
 
 
 @dataclass
@@ -128,3 +145,79 @@ def n_nonfinite(F) -> int:
 
 def concat(*arrays):
     return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+
+# ------------------------------------------------------------------ work over blocks (the fit)
+def max_conf(C) -> float:
+    """Largest absolute confidence of a block."""
+    return float(np.abs(C.data).max()) if C.nnz else 0.0
+
+
+def tree_sum(runner, parts: list):
+    """Sum small objects (Gram matrices, loss parts) on the workers, at most 8 per task."""
+    while len(parts) > 1:
+        parts = [runner.submit(add, *parts[j : j + 8]) for j in range(0, len(parts), 8)]
+    return parts[0]
+
+
+def loss(runner, Cu, X, Y, needs, regularization, n_users, n_items) -> float:
+    """implicit's training loss of the current factors, from per-block parts (small numbers)."""
+    s = runner.submit
+    G = tree_sum(runner, [s(gram, F) for F in Y])
+    parts = [
+        s(
+            loss_routed,
+            Cu[b],
+            X[b],
+            G,
+            regularization,
+            *[s(take_rows, Y[j], needs[b][j]) for j in range(len(Y))],
+        )
+        for b in range(len(Cu))
+    ]
+    parts, G = runner.gather([parts, G])  # small: three numbers per block and k x k
+    return K.loss_total(parts, float(np.trace(G)), regularization, n_users, n_items)
+
+
+def bm25_on_workers(runner, bm, conf):
+    """implicit's BM25 statistics as arrays on the workers: item length norms and user idf."""
+    s = runner.submit
+    item_sums = [s(_row_sums, C) for C in bm.items]
+    totals = runner.gather([s(np.sum, x) for x in item_sums])  # small: one number per block
+    mean = float(sum(totals)) / max(bm.n_items, 1)
+    norms = [s(_length_norm, x, mean, conf["b"]) for x in item_sums]
+    idf = [s(_idf, C, bm.n_items) for C in bm.users]
+    return (s(concat, *norms), s(concat, *idf))
+
+
+def _row_sums(C):
+    return np.asarray(C.sum(axis=1)).ravel()
+
+
+def _length_norm(sums, mean, b):
+    return (1.0 - b) + b * sums / (mean if mean > 0 else 1.0)
+
+
+def _idf(C, n_items):
+    return np.log(float(n_items)) - np.log1p(np.diff(C.indptr).astype(np.float64))
+
+
+def confidence_block(block, offset, **kwargs):
+    """Confidences of a raw block whose first row is ``offset``."""
+    return apply_confidence(block, offset=int(offset), **kwargs)
+
+
+# --------------------------------------------------------------- blocks held as futures or arrays
+def on_cluster(parts) -> bool:
+    """Whether these blocks are futures on a cluster (else arrays in this process)."""
+    from distributed import Future
+
+    return any(isinstance(p, Future) for p in parts)
+
+
+def gather_blocks(parts) -> list:
+    """The blocks as arrays in this process (futures gathered from their client)."""
+    from distributed import Future
+
+    futures = [p for p in parts if isinstance(p, Future)]
+    return futures[0].client.gather(list(parts)) if futures else list(parts)

@@ -1,4 +1,5 @@
-"""ALS checkpoints: factor blocks written by the workers every N iterations, resumed after a crash.
+"""ALS checkpoints: factor blocks written by the workers every N iterations, resumed after a crash,
+and the restart of a fit that lost a worker.
 
 Layout under the checkpoint directory (local path or fsspec URL)::
 
@@ -18,13 +19,14 @@ import hashlib
 import io
 import json
 import posixpath
+import time
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import FitError, ParameterError
 from ..storage import filesystem, write_json
 
-__all__ = ["latest", "load_blocks", "write_checkpoint"]
+__all__ = ["check_layout", "clear", "latest", "load_blocks", "restart_on_worker_loss", "write_checkpoint"]
 
 LATEST = "latest.json"
 
@@ -118,3 +120,38 @@ def clear(url, storage_options=None) -> None:
             fs.rm(posixpath.join(path, rel), recursive=True)
         except FileNotFoundError:
             pass
+
+
+_MAX_RESTARTS = 3
+
+
+def restart_on_worker_loss(runner, fit, owner: str):
+    """Run ``fit()`` again when a worker is lost under it (at most ``_MAX_RESTARTS`` times).
+
+    The engine's blocks are built once and their lineage released (the input's pieces are freed as
+    soon as the blocks are built), so Dask cannot recompute a lost block: a lost worker ends the
+    attempt with a cancelled future or a closed comm. The fit then waits for the cluster to recover
+    and starts again from the input; with a ``checkpoint`` it continues from the last checkpoint
+    (same seed, same blocks: the same factors as an undisturbed fit), else from iteration 0.
+    """
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    for attempt in range(_MAX_RESTARTS + 1):
+        before = set(runner.client.scheduler_info(n_workers=-1)["workers"]) if runner.distributed else set()
+        try:
+            return fit()
+        except (FutureCancelledError, CommClosedError, KilledWorker) as e:
+            if not runner.distributed or attempt == _MAX_RESTARTS:
+                if runner.distributed:
+                    raise FitError(
+                        f"{owner}(engine='distributed'): workers were lost {attempt + 1} times during "
+                        f"the fit; giving up. Last error: {type(e).__name__}: {e}"
+                    ) from e
+                raise
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if len(runner.client.scheduler_info(n_workers=-1)["workers"]) >= len(before):
+                    break
+                time.sleep(0.5)

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import schema as S
 from ..cluster import compute
 from ._kernels import id_hash
-from ._matrix import WEIGHT_PROBLEMS, build_block, check_weight_problems
+from ._matrix import WEIGHT_PROBLEMS, build_block, check_missing_ids, check_weight_problems
 
 __all__ = ["BlockMatrix", "block_of", "factorize_blocks"]
 
@@ -218,14 +218,7 @@ def factorize_blocks(runner, ddf, n_user_blocks: int, n_item_blocks: int, *, own
     # small: a few counts per partition
     stats = runner.gather([s(_stats_of, sp) for sp in splits])
     totals = {k: sum(st.get(k, 0) for st in stats) for k in (S.USER_ID, S.ITEM_ID, *WEIGHT_PROBLEMS)}
-    missing = {k: totals[k] for k in (S.USER_ID, S.ITEM_ID) if totals[k]}
-    if missing:
-        col, n = next(iter(missing.items()))
-        raise SchemaError(
-            f"{owner}: {n} row(s) have a missing {col!r} (missing per column: {missing}). Drop them "
-            "first, e.g. ddf.dropna(subset=['user_id', 'item_id']).",
-            column=col,
-        )
+    check_missing_ids({k: totals[k] for k in (S.USER_ID, S.ITEM_ID)}, owner)
     if S.WEIGHT in ddf.columns:
         check_weight_problems(totals, owner)
     at = runner.submit_to  # block b lives on worker b mod W: the blocks spread over the cluster

@@ -30,6 +30,7 @@ __all__ = [
     "build_block",
     "build_id_maps",
     "check_interactions",
+    "check_missing_ids",
     "check_weight_problems",
     "index_partition",
     "split_pieces",
@@ -76,6 +77,21 @@ def weight_problems(weights: pd.Series) -> pd.DataFrame:
     return pd.DataFrame([counts], columns=list(WEIGHT_PROBLEMS), dtype="int64")
 
 
+def check_missing_ids(counts, owner: str) -> None:
+    """Raise SchemaError naming the id column, the rule and the count of rows missing it.
+
+    ``counts``: mapping of column name to the number of rows whose id is missing.
+    """
+    bad = {k: int(v) for k, v in counts.items() if v}
+    if bad:
+        col, n = next(iter(bad.items()))
+        raise SchemaError(
+            f"{owner}: {n} row(s) have a missing {col!r} (missing per column: {bad}). Drop them first, "
+            "e.g. ddf.dropna(subset=['user_id', 'item_id']).",
+            column=col,
+        )
+
+
 def check_weight_problems(counts, owner: str) -> None:
     """Raise SchemaError naming the weight column, the rule and the count of each kind of bad value.
 
@@ -112,14 +128,7 @@ def build_id_maps(ddf, *, owner: str, client=None) -> tuple[np.ndarray, np.ndarr
         todo.append(ddf[S.WEIGHT].map_partitions(weight_problems, meta=meta).sum())
     # small: one entry per distinct user / item (the size of the model), one count per column / kind
     users, items, nulls, *weights = compute(*todo, client=client)
-    bad = {k: int(v) for k, v in nulls.items() if v}
-    if bad:
-        col, n = next(iter(bad.items()))
-        raise SchemaError(
-            f"{owner}: {n} row(s) have a missing {col!r} (missing per column: {bad}). Drop them first, "
-            "e.g. ddf.dropna(subset=['user_id', 'item_id']).",
-            column=col,
-        )
+    check_missing_ids(nulls, owner)
     if weights:
         check_weight_problems(weights[0], owner)
     if len(users) == 0:

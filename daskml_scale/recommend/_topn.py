@@ -262,12 +262,10 @@ def _recommend_blocks(model, n, seen, users_per_partition, client):
     each user block is scored where it lives, in slices of at most ``users_per_partition`` users;
     seen interactions reach their user block by one exchange keyed on the user's block.
     """
-    from ._als import _has_futures
-    from ._blocks import concat
+    from ._blocks import concat, on_cluster
 
     ub, ib = model.user_blocks_, model.item_blocks_
-    on_cluster = _has_futures(ub.factors)
-    if on_cluster:
+    if on_cluster(ub.factors):
         client = ub.factors[0].client
         V = client.submit(concat, *ib.factors, pure=False)
         items = client.submit(concat, *ib.ids, pure=False)

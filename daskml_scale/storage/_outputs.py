@@ -255,7 +255,7 @@ def write_parquet(ddf, url, *, storage_options: dict | None = None, client=None,
     >>> import tempfile, pandas as pd, dask.dataframe as dd
     >>> out = tempfile.mkdtemp() + "/out"
     >>> _ = write_parquet(dd.from_pandas(pd.DataFrame({"a": range(10)}), npartitions=2), out)
-    >>> read_parquet(out).a.sum().compute()
+    >>> read_parquet(out).a.sum().compute()  # small: one sum
     np.int64(45)
     """
     from ..cluster import compute
