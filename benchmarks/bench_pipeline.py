@@ -89,11 +89,12 @@ def _window(ddf, start, end):
     return ddf[(ts >= start) & (ts < end)]
 
 
-class Stage:
+class _Stage:
     """Time a stage, sample each worker's peak RSS, and record what it wrote."""
 
-    def __init__(self, client, name, results):
+    def __init__(self, client, name, results, on_done=None):
         self.client, self.name, self.results = client, name, results
+        self.on_done = on_done
         self.rows, self.outputs, self.note = 0, [], ""
 
     def __enter__(self):
@@ -126,10 +127,12 @@ class Stage:
             f"peak/worker {max(peaks, default=float('nan')):6.0f} MiB  wrote {written / 2**20:9.1f} MiB  {self.note}",
             flush=True,
         )
+        if self.on_done is not None:
+            self.on_done()  # the JSON so far: a failure in a later stage keeps this one
         return False
 
 
-def run_size(n: int, args) -> dict:
+def run_size(n: int, args, save=None) -> dict:
     stages = [s for s in STAGES if s in args.stages]
     root = Path(args.data_dir) / f"pipeline-{n}"
     raw, base, cln, quar = root / "raw", root / "baseline", root / "clean", root / "clean-quarantine"
@@ -157,6 +160,10 @@ def run_size(n: int, args) -> dict:
         quiet=True,
     ) as client:
         out = res["stages"]
+
+        def Stage(client, name, results):  # noqa: N802 (the class, with the JSON saved after each stage)
+            return _Stage(client, name, results, on_done=None if save is None else lambda: save(res))
+
         if "generate" in stages or not raw.exists():
             drop(raw)
             with Stage(client, "generate", out) as st:
@@ -331,10 +338,15 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     for n in args.rows:
         print(f"{n:,} rows", flush=True)
-        res = run_size(n, args)
-        report["sizes"].append(res)
+        done = list(report["sizes"])
+
+        def save(res, done=done):  # after each stage, so a long size that fails keeps its stages
+            report["sizes"] = [*done, res]
+            out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+        res = run_size(n, args, save)
+        save(res)
         print_table(res)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")  # after each size
     print(f"wrote {out}")
 
 
