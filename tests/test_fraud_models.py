@@ -101,7 +101,8 @@ def test_xgboost_in_memory_equals_native_xgboost(small):
     X = model.model_input(small)
     assert list(X.columns) == ["amount", "merchant_category", "channel"]
     # categoricals reach xgboost as their codes in the categories learned in fit, typed "c"
-    assert X["channel"].dtype == np.float64
+    # float32, what xgboost stores: the native model below trains on the float64 matrix and agrees
+    assert (X.dtypes == np.float32).all()
     assert model._feature_types() == ["q", "c", "c"]
     assert set(X["channel"].dropna().unique()) <= set(range(len(model.categories_["channel"])))
     n_pos = int(small.is_fraud.sum())
@@ -109,7 +110,11 @@ def test_xgboost_in_memory_equals_native_xgboost(small):
     native = xgb.train(
         {**model._params()},
         xgb.QuantileDMatrix(
-            X, small.is_fraud, enable_categorical=True, max_bin=256, feature_types=model._feature_types()
+            X.astype("float64"),
+            small.is_fraud,
+            enable_categorical=True,
+            max_bin=256,
+            feature_types=model._feature_types(),
         ),
         num_boost_round=15,
     )

@@ -118,22 +118,26 @@ def persist(*collections, client=None):
     if client is None:
         return dask.persist(*collections)
     # not client.persist(...): with dask 2026.8 a persisted projection of read_parquet then loses its
-    # futures ("lost dependencies") on the next reduction; the collection's own persist does not
-    return tuple(c.persist(scheduler=client) for c in collections)
+    # futures ("lost dependencies") on the next reduction; dask.persist does not. One call for all:
+    # collections that share an upstream (train and validation parts) compute it once
+    return dask.persist(*collections, scheduler=client)
 
 
 def model_frame(pdf: pd.DataFrame, numeric, categories: dict) -> pd.DataFrame:
-    """The model columns of one partition, all float64: numerics, then each categorical column as its
+    """The model columns of one partition, all float32: numerics, then each categorical column as its
     code in the categories learned in fit (NaN for missing or unseen values).
+
+    float32 is what xgboost stores and predicts from (it converts float64 input), so the values the
+    booster sees are the same at half the memory.
 
     xgboost is told which columns are categorical with :func:`feature_types` rather than by pandas
     categorical dtypes: with those, xgboost infers the categories on every worker and refuses a
     worker whose share of the data is empty (xgboost 3.2), which a time-based validation set or a
     filtered table easily produces. The codes come from fit, so training and scoring always agree.
     """
-    out = {c: pdf[c].astype("float64") for c in numeric}
+    out = {c: pdf[c].astype("float32") for c in numeric}
     for c, cats in categories.items():
-        codes = _codes(pdf[c], cats).astype("float64")
+        codes = _codes(pdf[c], cats).astype("float32")
         codes[codes < 0] = np.nan
         out[c] = codes
     return pd.DataFrame(out, index=pdf.index)
@@ -293,11 +297,9 @@ class FraudClassifierBase(BaseEstimator):
         keep = [S.TRANSACTION_ID, S.TIMESTAMP, S.IS_FRAUD, *self.model_columns_]
         if self.features_ is None:
             return ddf[keep], cutoff  # in memory already
-        # computed once, kept in (cluster) memory: counts, splits and training all read it. The
-        # validation rows are featurized with the training rows as their history (features never
-        # read the label)
-        (featurized,) = persist(self._featurize(ddf)[keep], client=client)
-        return featurized, cutoff
+        # lazy: _split persists what the training reads, after down-sampling. The validation rows
+        # are featurized with the training rows as their history (features never read the label)
+        return self._featurize(ddf)[keep], cutoff
 
     def _cutoff(self, t_min, t_max):
         if self.valid_from is not None:
@@ -335,7 +337,9 @@ class FraudClassifierBase(BaseEstimator):
             train = train.map_partitions(
                 _downsample, float(self.negative_rate), int(self.random_state), meta=train._meta
             )
-        parts = [train] + ([valid] if valid is not None else [])
+        # one pass: featurize, split, down-sample and keep in (cluster) memory what the training reads
+        parts = self._materialize([train] + ([valid] if valid is not None else []), client)
+        train, valid = parts[0], (parts[1] if len(parts) > 1 else None)
         # small: two counts per part
         flat = compute_small(
             *[s for p in parts for s in (p[S.IS_FRAUD].count(), p[S.IS_FRAUD].sum())], client=client
@@ -358,6 +362,22 @@ class FraudClassifierBase(BaseEstimator):
         self.n_train_positive_ = pos_tr
         self.n_valid_ = rest[0][0] if rest else 0
         return train, valid
+
+    def _materialize(self, parts, client):
+        """Persist the training (down-sampled) and validation parts in one pass over the input.
+
+        What is kept is each estimator's training input (``_training_frame``): one copy, nothing else.
+        """
+        frames = [p.map_partitions(self._training_frame, meta=self._training_frame(p._meta)) for p in parts]
+        return list(persist(*frames, client=client))
+
+    def _training_frame(self, pdf):
+        """The columns of a featurized partition that training reads (the label included)."""
+        return pdf
+
+    def _valid_margins(self, valid):
+        """Lazy frame ``is_fraud, margin`` of the (materialized) validation part."""
+        return self._score_frame(valid, keep=[S.IS_FRAUD], margin=True)[[S.IS_FRAUD, "margin"]]
 
     # ----------------------------------------------------------------------------- prediction
     @property
@@ -388,7 +408,18 @@ class FraudClassifierBase(BaseEstimator):
         cal = getattr(self, "calibration_", None)
         return "platt" if cal is not None and cal.get("method") == "platt" else "prior"
 
-    def _fit_calibration(self, valid, client):
+    def _fit_validation(self, valid, client):
+        """``calibration_`` and ``validation_metrics_`` from one pass of the model over the validation
+        part (its raw margins, kept in memory: Platt's fit and the metrics all read them)."""
+        if valid is None:
+            self._fit_calibration(None, client)
+            self.validation_metrics_ = {}
+            return
+        (margins,) = persist(self._valid_margins(valid), client=client)
+        self._fit_calibration(margins, client)
+        self.validation_metrics_ = self._validation_metrics(margins, client)
+
+    def _fit_calibration(self, margins, client):
         """``calibration_``: Platt's (a, b) on the prior-corrected margins of the validation part.
 
         The validation part is never downsampled, so its fraud rate is the real one; the test data are
@@ -396,12 +427,10 @@ class FraudClassifierBase(BaseEstimator):
         offset is recorded.
         """
         offset = self.prior_offset_
-        if valid is None or self.calibrate in (False, "prior"):
+        if margins is None or self.calibrate in (False, "prior"):
             self.calibration_ = {"method": "prior", "a": 1.0, "b": 0.0, "prior_offset": offset}
             return
-        frame = self._score_frame(valid, keep=[S.IS_FRAUD], margin=True)
-        frame = frame.assign(margin=frame["margin"] - offset)
-        (frame,) = persist(frame[[S.IS_FRAUD, "margin"]], client=client)
+        frame = margins.assign(margin=margins["margin"] - offset)
         from ._calibration import fit_platt  # (that module builds on this one)
 
         a, b, n_iter = fit_platt(frame, client=client)
@@ -424,6 +453,11 @@ class FraudClassifierBase(BaseEstimator):
         if method == "platt":
             z = self.calibration_["a"] * z + self.calibration_["b"]
         return expit(z)
+
+    def _scores_from_margins(self, pdf):
+        out = pdf[[S.IS_FRAUD]].copy()
+        out[S.SCORE] = np.asarray(self._calibrated(pdf["margin"].to_numpy()), dtype="float64")
+        return out
 
     def _predict_partition(self, pdf):
         """Fraud probabilities of one featurized partition, calibrated as ``calibrate`` says."""
@@ -518,16 +552,13 @@ class FraudClassifierBase(BaseEstimator):
         return (proba[:, 1] >= self.threshold).astype("int64")
 
     # ----------------------------------------------------------------------------- reporting
-    def _validation_metrics(self, valid, client):
-        if valid is None:
-            return {}
+    def _validation_metrics(self, margins, client):
         from ..evaluation import classification_metrics, expected_calibration_error
 
-        scored = self._score_frame(valid, keep=[S.IS_FRAUD])
+        meta = margins._meta[[S.IS_FRAUD]].assign(**{S.SCORE: np.empty(0, dtype="float64")})
+        scored = margins.map_partitions(self._scores_from_margins, meta=meta)
         if _LOCAL.get():
             scored = scored.compute()  # small: pandas input, in memory already
-        else:
-            (scored,) = persist(scored, client=client)  # read by two metrics
         out = classification_metrics(
             scored, label=S.IS_FRAUD, score=S.SCORE, threshold=self.threshold, client=client
         )

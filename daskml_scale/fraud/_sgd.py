@@ -78,15 +78,16 @@ def _sgd_from_state(params, state):
     return est
 
 
-def _local_epoch(params, state, seed, *parts):
-    """partial_fit over this worker's partitions in shuffled order; returns (state, rows seen)."""
+def _local_epoch(params, state, seed, scaling, *parts):
+    """partial_fit over this worker's partitions in shuffled order, each scaled and encoded when it is
+    read (``scaling``: the arguments of :func:`_scaled` after the partition); returns (state, rows seen)."""
     est = _sgd_from_state(params, state)
     order = np.random.default_rng(seed).permutation(len(parts))
     n = 0
     for i in order:
-        part = parts[i]
-        if not len(part):
+        if not len(parts[i]):
             continue
+        part = _scaled(parts[i], *scaling)
         y = part[_LABEL].to_numpy()
         est.partial_fit(part.drop(columns=_LABEL).to_numpy(), y, classes=np.array([0, 1]))
         n += len(part)
@@ -347,8 +348,7 @@ class SGDFraudClassifier(FraudClassifierBase):
         self.n_rows_seen_ = 0
         self.n_epochs_ = 0
         self._train_epochs(train, self.epochs, client)
-        self._fit_calibration(valid, client if is_dask(X) else None)
-        self.validation_metrics_ = self._validation_metrics(valid, client if is_dask(X) else None)
+        self._fit_validation(valid, client if is_dask(X) else None)
         return self
 
     def partial_fit(self, X, y=None, *, history=None, epochs=1, client=None):
@@ -377,28 +377,25 @@ class SGDFraudClassifier(FraudClassifierBase):
         self._check_params()
         with maybe_in_memory(X):
             featurized = self._featurize(to_dask(X), None if history is None else to_dask(history))
+            keep = [S.IS_FRAUD, *self.model_columns_]
+            (featurized,) = persist(featurized[keep], client=client)  # read by every epoch
             self._train_epochs(featurized, epochs, client)
         return self
 
     def _train_epochs(self, frame, epochs, client):
-        meta = _scaled(frame._meta, self.numeric_columns_, self.categories_, self.mean_, self.scale_)
-        scaled = frame.map_partitions(
-            _scaled, self.numeric_columns_, self.categories_, self.mean_, self.scale_, meta=meta
-        )
-        (scaled,) = persist(scaled, client=client)
+        """Epochs over ``frame`` (persisted, featurized): each partition is scaled and one-hot encoded
+        when an epoch reads it, so the dense float64 matrix is never kept."""
+        scaling = (self.numeric_columns_, self.categories_, self.mean_, self.scale_)
+        scaled = frame.map_partitions(_scaled, *scaling, meta=_scaled(frame._meta, *scaling))
         client = active_client(client)
         if self.strategy == "average":
             # the groups, and on a cluster each group's partitions moved to its worker (done before
             # the epochs start: epoch_seconds_)
-            groups, parts, where = self._groups(scaled, client)
+            groups, parts, where = self._groups(frame, client)
             self.n_groups_, self.partition_groups_ = len(groups), groups
-            scaled = None  # parts holds the data now: the originals of copied partitions are freed
+            frame = scaled = None  # parts holds the data now: the originals of moved partitions are freed
         else:
             self.n_groups_, self.partition_groups_ = 1, None
-            if client is not None:
-                from distributed import wait
-
-                wait(scaled)  # the scaling pass is done before the epochs start (epoch_seconds_)
         params = self._sgd_params()
         self.epoch_seconds_ = []
         state = None if not hasattr(self, "coef_") else self._state_dict()
@@ -408,7 +405,7 @@ class SGDFraudClassifier(FraudClassifierBase):
             if self.strategy == "sequential":
                 state, n = self._epoch_sequential(scaled, params, state, seed, client)
             else:
-                state, n = self._epoch_average(groups, parts, where, params, state, seed, client)
+                state, n = self._epoch_average(groups, parts, where, params, state, seed, scaling, client)
             self.n_rows_seen_ += n
             self.n_epochs_ += 1
             self.epoch_seconds_.append(time.perf_counter() - start)
@@ -441,20 +438,20 @@ class SGDFraudClassifier(FraudClassifierBase):
         t_before = 1.0 if state is None else state["t"]
         return {"coef": est.coef_, "intercept": est.intercept_, "t": est.t_}, int(round(est.t_ - t_before))
 
-    def _groups(self, scaled, client):
+    def _groups(self, frame, client):
         """(groups, parts, where): each group's partition indices, the partitions (delayed objects, or
         futures on a cluster) and each group's worker (None without a cluster)."""
         # small: one count per partition
-        (lengths,) = compute_small(scaled.map_partitions(len), client=client)
+        (lengths,) = compute_small(frame.map_partitions(len), client=client)
         lengths = [int(n) for n in lengths]
         workers = [] if client is None else _live_workers(client)
         n_groups = self.n_groups or (len(workers) if workers else 2)
         groups = _assign_groups(lengths, n_groups, self.random_state)
         if client is None:
-            return groups, scaled.to_delayed(), [None] * len(groups)
+            return groups, frame.to_delayed(), [None] * len(groups)
         from distributed import wait
 
-        parts = client.compute(scaled.to_delayed())  # one future per partition, in order, where it is
+        parts = client.compute(frame.to_delayed())  # one future per partition, in order, where it is
         wait(parts)
         who = client.who_has([parts[i] for g in groups for i in g])
         held = [
@@ -472,12 +469,14 @@ class SGDFraudClassifier(FraudClassifierBase):
         wait([parts[i] for g in groups for i in g])
         return groups, parts, where
 
-    def _epoch_average(self, groups, parts, where, params, state, seed, client):
+    def _epoch_average(self, groups, parts, where, params, state, seed, scaling, client):
         import dask
 
         if client is None:
             tasks = [
-                dask.delayed(_local_epoch)(params, state, seed * 1000 + g, *[parts[i] for i in group])
+                dask.delayed(_local_epoch)(
+                    params, state, seed * 1000 + g, scaling, *[parts[i] for i in group]
+                )
                 for g, group in enumerate(groups)
             ]
             results = dask.compute(*tasks)  # small: one weight vector per group
@@ -488,6 +487,7 @@ class SGDFraudClassifier(FraudClassifierBase):
                     params,
                     state,
                     seed * 1000 + g,
+                    scaling,
                     *[parts[i] for i in group],
                     workers=[w],
                     allow_other_workers=True,

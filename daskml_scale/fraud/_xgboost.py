@@ -232,8 +232,26 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         return feature_types(self.numeric_columns_, self.categories_)
 
     def _matrix(self, ddf):
+        """Lazy model matrix (:func:`model_frame`) of a featurized Dask DataFrame."""
         meta = model_frame(ddf._meta, self.numeric_columns_, self.categories_)
         return ddf.map_partitions(model_frame, self.numeric_columns_, self.categories_, meta=meta)
+
+    def _training_frame(self, pdf):
+        """The model matrix (float32, see :func:`model_frame`) and the label: all that fit keeps."""
+        out = model_frame(pdf, self.numeric_columns_, self.categories_)
+        out[S.IS_FRAUD] = pdf[S.IS_FRAUD].to_numpy()
+        return out
+
+    def _valid_margins(self, valid):
+        meta = pd.DataFrame({S.IS_FRAUD: valid._meta[S.IS_FRAUD], "margin": np.empty(0, dtype="float64")})
+        return valid.map_partitions(self._margins_of_matrix, meta=meta)
+
+    def _margins_of_matrix(self, pdf):
+        X = pdf[self.model_columns_]
+        m = self._scoring_booster().inplace_predict(X, predict_type="margin", validate_features=False)
+        return pd.DataFrame(
+            {S.IS_FRAUD: pdf[S.IS_FRAUD].to_numpy(), "margin": np.asarray(m, dtype="float64")}
+        )
 
     def fit(self, X, y=None, *, client=None):
         """Train on canonical transactions with labels (``is_fraud``).
@@ -267,7 +285,9 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                 "pandas DataFrame in memory."
             )
         featurized, cutoff = self._prepare_fit(X, client)
+        # train and valid: the model matrix and the label, persisted (one pass, one float32 copy)
         train, valid = self._split(featurized, cutoff, client)
+        del featurized  # (without features, the raw columns persisted for the checks)
         n_neg = self.n_train_ - self.n_train_positive_
         self.scale_pos_weight_ = (
             n_neg / self.n_train_positive_
@@ -284,7 +304,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             def build():  # again after a lost worker: Dask recomputes the partitions it held
                 dtrain = xgb.dask.DaskQuantileDMatrix(
                     client,
-                    self._matrix(train),
+                    train[self.model_columns_],
                     train[S.IS_FRAUD],
                     enable_categorical=True,
                     max_bin=self.max_bin,
@@ -294,7 +314,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                     return dtrain, []
                 dvalid = xgb.dask.DaskQuantileDMatrix(
                     client,
-                    self._matrix(valid),
+                    valid[self.model_columns_],
                     valid[S.IS_FRAUD],
                     enable_categorical=True,
                     ref=dtrain,
@@ -321,7 +341,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                 tr = train.compute()  # small: pandas input, in memory already
                 va = valid.compute() if valid is not None else None  # small: pandas input
             dtrain = xgb.QuantileDMatrix(
-                model_frame(tr, self.numeric_columns_, self.categories_),
+                tr[self.model_columns_],
                 tr[S.IS_FRAUD],
                 enable_categorical=True,
                 max_bin=self.max_bin,
@@ -330,7 +350,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
             evals = []
             if va is not None:
                 dvalid = xgb.QuantileDMatrix(
-                    model_frame(va, self.numeric_columns_, self.categories_),
+                    va[self.model_columns_],
                     va[S.IS_FRAUD],
                     enable_categorical=True,
                     ref=dtrain,
@@ -353,8 +373,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         self.best_iteration_ = int(booster.num_boosted_rounds()) - 1
         self.evals_result_ = {k: {m: [float(x) for x in v] for m, v in d.items()} for k, d in history.items()}
         self.booster_ = booster
-        self._fit_calibration(valid, client if distributed else None)
-        self.validation_metrics_ = self._validation_metrics(valid, client if distributed else None)
+        self._fit_validation(valid, client if distributed else None)
         return self
 
     # ----------------------------------------------------------------------------- predict
