@@ -249,6 +249,13 @@ def _add_score(sub):
         action="store_true",
         help="fail (exit 2, nothing written) when any row cannot be scored, instead of setting it aside",
     )
+    p.add_argument(
+        "--keep",
+        metavar="COLUMN",
+        action="append",
+        default=None,
+        help="input column carried to the output beside the score (repeat it), e.g. --keep is_fraud",
+    )
     _scheduler_arg(p)
 
 
@@ -263,7 +270,8 @@ def _run_score(args):
     with _client(args) as client:
         summary = score(
             model, ddf, out=args.out, history=history, threshold=args.threshold,
-            quarantine=args.quarantine, strict=args.strict, storage_options=so, client=client,
+            quarantine=args.quarantine, strict=args.strict, keep=args.keep, storage_options=so,
+            client=client,
         )  # fmt: skip
     print_json(summary)
 

@@ -242,9 +242,47 @@ def test_cli_score_quarantine_and_strict(tmp_path, client, frames, model, capsys
     q = pd.read_parquet(tmp_path / "q")
     assert dict(zip(q.transaction_id.astype(int), q.reason)) == expected
     assert len(pd.read_parquet(tmp_path / "s")) == summary["rows_scored"]
+    keep = [*base[:-1], str(tmp_path / "s_keep"), "--keep", "is_fraud", "--keep", "amount"]
+    assert main([*keep, "--quarantine", str(tmp_path / "q_keep"), *addr]) == 0
+    capsys.readouterr()
+    assert list(pd.read_parquet(tmp_path / "s_keep").columns) == [
+        "transaction_id", "is_fraud", "amount", "score", "is_alert"
+    ]  # fmt: skip
 
     strict = [*base[:-1], str(tmp_path / "s_strict"), "--quarantine", str(tmp_path / "q_strict"), "--strict"]
     assert main([*strict, *addr]) == 2
     err = capsys.readouterr().err
     assert "fail the check 'nonfinite' on column 'amount'" in err and "Nothing was written" in err
     assert not (tmp_path / "s_strict").exists() and not (tmp_path / "q_strict").exists()
+
+
+def test_keep_carries_the_label_beside_its_score(tmp_path, frames, model):
+    """keep=["is_fraud"]: the label is written next to each score (an evaluation reads one table); a
+    bad label is carried as it is, never a reason to quarantine; the scores do not change."""
+    train, new = frames
+    planted, expected = _plant(new)
+    planted["is_fraud"] = planted["is_fraud"].astype("float64")
+    odd = planted.index[3]
+    planted.at[odd, "is_fraud"] = np.nan  # an unknown label: still scored
+    ddf = dd.from_pandas(planted, npartitions=3, sort=False)
+    hist = dd.from_pandas(train, npartitions=2, sort=False)
+    kept = score(model, ddf, history=hist, out=tmp_path / "k", quarantine=tmp_path / "kq", keep=["is_fraud"])
+    plain = score(model, ddf, history=hist, out=tmp_path / "p")
+    assert kept["rows_quarantined"] == plain["rows_quarantined"] == len(expected)
+    written = pd.read_parquet(tmp_path / "k")
+    assert list(written.columns) == ["transaction_id", "is_fraud", "score", "is_alert"]
+    labels = planted.set_index("transaction_id")["is_fraud"]
+    got = written.set_index("transaction_id")["is_fraud"]
+    pd.testing.assert_series_equal(got, labels.loc[got.index], check_names=False)
+    assert np.isnan(got.loc[int(planted.at[odd, "transaction_id"])])
+    pd.testing.assert_series_equal(_scores(tmp_path / "k"), _scores(tmp_path / "p"))
+
+
+def test_keep_errors(frames, model):
+    _, new = frames
+    with pytest.raises(SchemaError, match=r"keep names column\(s\) \['label'\]"):
+        score(model, new, keep=["label"])
+    with pytest.raises(ParameterError, match="names output column"):
+        score(model, new, keep=["score"])
+    with pytest.raises(ParameterError, match="list of column names"):
+        score(model, new, keep="is_fraud")

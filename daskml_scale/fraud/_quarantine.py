@@ -75,16 +75,20 @@ def _annotate(df: pd.DataFrame, base: Rules, extras: list, partition_info=None) 
     return ann
 
 
-def check_rows(ddf, model, *, owner: str = "score") -> Checked:
+def check_rows(ddf, model, *, owner: str = "score", keep=()) -> Checked:
     """Coerce ``ddf`` and split it (lazily) into the rows ``model`` can score and the rest.
+
+    ``keep``: columns carried to the output as they are; ``is_fraud`` is dropped (not needed to score)
+    unless kept, and a kept label is never checked (a bad label does not stop a row being scored).
 
     Raises SchemaError, on metadata only, when a column is missing or has a kind that cannot be
     coerced (e.g. a boolean timestamp).
     """
-    if S.IS_FRAUD in ddf.columns:
-        ddf = ddf.drop(columns=[S.IS_FRAUD])  # not needed to score: neither checked nor kept
+    if S.IS_FRAUD in ddf.columns and S.IS_FRAUD not in keep:
+        ddf = ddf.drop(columns=[S.IS_FRAUD])
     extras = _extra_columns(model, ddf, owner)
-    base = build_rules(ddf, S.TRANSACTIONS, owner=owner)
+    unchecked = [S.IS_FRAUD] if S.IS_FRAUD in ddf.columns else []
+    base = build_rules(ddf.drop(columns=unchecked), S.TRANSACTIONS, owner=owner)
     rules = dataclasses.replace(base, checks=base.checks + tuple(("nonfinite", c) for c in extras))
     meta = _annotate(ddf._meta.iloc[:0], base, extras)
     ann = ddf.map_partitions(

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import schema as S
 from ..cluster import compute
-from ..errors import DaskMLScaleError, ParameterError, check_fitted
+from ..errors import DaskMLScaleError, ParameterError, SchemaError, check_fitted
 from ..storage import _is_local, same_place
 from ._base import check_transactions, to_dask
 
@@ -38,10 +38,11 @@ def score(
     threshold=None,
     quarantine=None,
     strict: bool = False,
+    keep=None,
     storage_options: dict | None = None,
     client=None,
 ):
-    """Score transactions with a fitted fraud model: ``transaction_id, score, is_alert``.
+    """Score transactions with a fitted fraud model: ``transaction_id, [keep...], score, is_alert``.
 
     The input is first coerced and checked with the rules of :func:`daskml_scale.data.validate`
     (wrong dtypes such as amounts stored as strings are parsed; a value that cannot be parsed becomes
@@ -77,6 +78,10 @@ def score(
         Fail instead: raise :class:`~daskml_scale.errors.SchemaError` naming the column, the rule and
         the count when any row (of ``ddf`` or ``history``) fails a check, after a counting pass and
         before anything is written.
+    keep : list of str, optional
+        Input columns carried to the output beside the score, as they are: ``keep=["is_fraud"]``
+        writes the label next to its score, so an evaluation reads one table (no join on
+        ``transaction_id``). A kept ``is_fraud`` is not checked.
     storage_options : dict, optional
         Passed to the filesystem of ``out`` and ``quarantine`` (credentials, endpoint).
     client : distributed.Client, optional
@@ -120,9 +125,10 @@ def score(
             )
         if same_place(out, quarantine):
             raise ParameterError("score: out and quarantine must be different directories.")
+    keep = _check_keep(keep, ddf)
     if history is not None:
         check_transactions(history, "score (history)", label=False, dtypes=False)
-    batch = check_rows(to_dask(ddf), model, owner="score")
+    batch = check_rows(to_dask(ddf), model, owner="score", keep=keep)
     hist = None if history is None else check_rows(to_dask(history), model, owner="score (history)")
     lazy_counts = [batch.counts] + ([hist.counts] if hist is not None else [])
     if strict:
@@ -130,7 +136,8 @@ def score(
         raise_if_bad(summarize(totals[0], batch.rules), batch.rules, "score")
         if hist is not None:
             raise_if_bad(summarize(totals[1], hist.rules), hist.rules, "score", "history rows")
-    scored = model.predict_proba(batch.good, history=None if hist is None else hist.good)
+    featurized = model._featurize(batch.good, None if hist is None else hist.good)
+    scored = model._score_frame(featurized, keep=keep)
     scored = scored.assign(**{S.IS_ALERT: scored[S.SCORE] >= threshold})
     # rows in transaction order inside each partition: a rerun writes byte-identical files
     scored = scored.map_partitions(_sorted_by_id, meta=scored._meta)
@@ -243,6 +250,25 @@ def tune_threshold(
     t = float(choose_threshold(scored[S.IS_FRAUD], scored[S.SCORE], **kwargs))
     model.set_params(threshold=t)
     return t
+
+
+def _check_keep(keep, ddf) -> list:
+    if keep is None:
+        return []
+    if isinstance(keep, str) or not all(isinstance(c, str) for c in keep):
+        raise ParameterError(f"The 'keep' parameter of score must be a list of column names. Got {keep!r}.")
+    keep = list(dict.fromkeys(keep))
+    reserved = [c for c in keep if c in (S.TRANSACTION_ID, S.SCORE, S.IS_ALERT)]
+    if reserved:
+        raise ParameterError(f"score: keep={keep!r} names output column(s) {reserved}; drop them from keep.")
+    missing = [c for c in keep if c not in ddf.columns]
+    if missing:
+        raise SchemaError(
+            f"score: keep names column(s) {missing} that the input does not have (it has "
+            f"{list(ddf.columns)}).",
+            column=missing[0],
+        )
+    return keep
 
 
 def _display(url) -> str:
