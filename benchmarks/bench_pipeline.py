@@ -19,13 +19,15 @@ each), the stages run in order, each streaming parquet to parquet:
 ``train``
     ``XGBoostFraudClassifier(negative_rate=0.1)`` on the first ``--train-days`` days (features are
     computed inside ``fit``). The training window is capped at ``--max-train-rows`` rows (fewer days
-    at large sizes): ``fit`` holds the featurized window, before down-sampling, in cluster memory.
+    at large sizes). (Since the one-copy change ``fit`` keeps only the sampled float32 matrix.)
 ``score``
-    ``score(model, last days, out=, history=, quarantine=)``: the last ``--score-days`` days, with the
-    ``required_history_`` before them as history (features computed from raw rows, then predicted).
+    ``score(model, last days, out=, history=, quarantine=, keep=["is_fraud"])``: the last
+    ``--score-days`` days, with the ``required_history_`` before them as history (features computed
+    from raw rows, then predicted); the label is written beside each score.
 ``evaluate``
-    The written scores joined with the clean labels on ``transaction_id``, then
-    ``classification_metrics`` with its defaults (exact, bounded memory).
+    ``classification_metrics`` of the written (label, score) table with its defaults (exact, bounded
+    memory). (Before ``score(keep=)`` existed, the scores were joined to the clean labels on
+    ``transaction_id``: a shuffle of both.)
 
 Per stage: seconds, rows/s (rows the stage consumed: raw rows for generate/baseline/validate/clean,
 window rows for features/train, scored rows for score/evaluate), the peak RSS of each worker (a
@@ -238,10 +240,11 @@ def run_size(n: int, args, save=None) -> dict:
                 hist_start = score_start - model.features_.required_history_
                 summary = score(
                     model,
-                    _window(table, score_start, end).drop(columns=[S.IS_FRAUD]),
+                    _window(table, score_start, end),
                     out=scores,
                     history=_window(table, hist_start, score_start),
                     quarantine=squar,
+                    keep=[S.IS_FRAUD],  # the label beside its score: evaluate reads one table
                     client=client,
                 )
                 st.rows = summary["rows"]
@@ -253,10 +256,8 @@ def run_size(n: int, args, save=None) -> dict:
                 drop(squar)
         if "evaluate" in stages:
             with Stage(client, "evaluate", out) as st:
-                labels = _window(table, score_start, end)[[S.TRANSACTION_ID, S.IS_FRAUD]]
-                scored = dd.read_parquet(str(scores), columns=[S.TRANSACTION_ID, S.SCORE])
-                joined = scored.merge(labels, on=S.TRANSACTION_ID, how="inner")
-                metrics = classification_metrics(joined, client=client)
+                scored = dd.read_parquet(str(scores), columns=[S.IS_FRAUD, S.SCORE])
+                metrics = classification_metrics(scored, client=client)
                 st.rows = int(metrics["n"])
                 res["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
                 st.note = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "pr_auc"))
