@@ -91,23 +91,48 @@ def _window(ddf, start, end):
     return ddf[(ts >= start) & (ts < end)]
 
 
+class _DiskSampler:
+    """The most the used bytes of ``path``'s filesystem rose above their start (sampled every 0.2 s):
+    a stage's outputs plus the shuffle scratch Dask keeps on the same disk."""
+
+    def __init__(self, path):
+        import threading
+
+        self.path, self.stop_flag = str(path), False
+        self.start = self.peak = shutil.disk_usage(self.path).used
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop_flag:
+            self.peak = max(self.peak, shutil.disk_usage(self.path).used)
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        self.stop_flag = True
+        self.thread.join()
+        return max(self.peak, shutil.disk_usage(self.path).used) - self.start
+
+
 class _Stage:
     """Time a stage, sample each worker's peak RSS, and record what it wrote."""
 
-    def __init__(self, client, name, results, on_done=None):
+    def __init__(self, client, name, results, on_done=None, disk_path="."):
         self.client, self.name, self.results = client, name, results
-        self.on_done = on_done
+        self.on_done, self.disk_path = on_done, disk_path
         self.rows, self.outputs, self.note = 0, [], ""
 
     def __enter__(self):
         self.client.run(__import__("gc").collect)
         self.client.run(_start_rss_sampler)
+        self.disk = _DiskSampler(self.disk_path)
         print(f"  {self.name} ...", flush=True)
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, *exc):
         seconds = time.perf_counter() - self.t0
+        disk_peak = self.disk.stop()
         try:
             peaks = sorted(self.client.run(_stop_rss_sampler).values())
         except Exception:  # a restarted worker lost its sampler: report what is left
@@ -121,12 +146,15 @@ class _Stage:
             "rows_per_s": self.rows / seconds if seconds else float("nan"),
             "peak_rss_per_worker_mib": peaks,
             "bytes_written": written,
+            # the most the disk's use rose during the stage: outputs plus Dask's shuffle scratch
+            "disk_peak_bytes": disk_peak,
             "note": self.note,
         }
         r = self.results[self.name]
         print(
             f"  {self.name:9s} {self.rows:>13,} rows {seconds:8.1f} s {r['rows_per_s'] / 1e6:7.2f} M rows/s "
-            f"peak/worker {max(peaks, default=float('nan')):6.0f} MiB  wrote {written / 2**20:9.1f} MiB  {self.note}",
+            f"peak/worker {max(peaks, default=float('nan')):6.0f} MiB  wrote {written / 2**20:9.1f} MiB  "
+            f"disk peak +{disk_peak / 2**30:.1f} GiB  {self.note}",
             flush=True,
         )
         if self.on_done is not None:
@@ -164,7 +192,9 @@ def run_size(n: int, args, save=None) -> dict:
         out = res["stages"]
 
         def Stage(client, name, results):  # noqa: N802 (the class, with the JSON saved after each stage)
-            return _Stage(client, name, results, on_done=None if save is None else lambda: save(res))
+            return _Stage(
+                client, name, results, on_done=None if save is None else lambda: save(res), disk_path=root
+            )
 
         if "generate" in stages or not raw.exists():
             drop(raw)
@@ -273,17 +303,17 @@ def print_table(res: dict) -> None:
     print(
         f"\n{res['rows']:,} rows, raw table {res['raw_bytes'] / 2**20:.1f} MiB ({res['raw_bytes_per_row']:.1f} bytes/row)"
     )
-    print("| stage | rows | seconds | rows/s | peak RSS/worker MiB | written MiB | note |")
-    print("|---|---|---|---|---|---|---|")
+    print("| stage | rows | seconds | rows/s | peak RSS/worker MiB | written MiB | disk peak GiB | note |")
+    print("|---|---|---|---|---|---|---|---|")
     total = 0.0
     for name, r in res["stages"].items():
         total += r["seconds"]
         peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
         print(
             f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s'] / 1e6:.2f}M | {peaks} | "
-            f"{r['bytes_written'] / 2**20:.1f} | {r['note']} |"
+            f"{r['bytes_written'] / 2**20:.1f} | {r.get('disk_peak_bytes', 0) / 2**30:.1f} | {r['note']} |"
         )
-    print(f"| **total** | | {total:.1f} | | | | |")
+    print(f"| **total** | | {total:.1f} | | | | | |")
     st = res["stages"]
     if "baseline" in st:
         b = st["baseline"]["rows_per_s"]
