@@ -320,8 +320,10 @@ def _counted(frames):
 
 
 @pytest.mark.parametrize("write", [False, True])
-def test_clean_with_impute_and_clip_reads_the_input_once(planted, write, tmp_path):
-    """The spec is learned in the same pass as the counts and the writes, not in a pass of its own."""
+def test_clean_reads_the_input_twice_with_impute_and_clip(planted, write, tmp_path):
+    """Two passes, whatever is asked: the counts, the quantile summary and the later copies' positions
+    (a shuffle of keys, times and positions only), then the writes. The spec is learned in the first
+    pass, not in a pass of its own (three reads before)."""
     base, _, _ = planted
     frames = [base.iloc[:1000].copy(), base.iloc[1000:2000].copy(), base.iloc[2000:].copy()]
     frames[0].loc[frames[0].index[:3], "V1"] = np.nan
@@ -329,7 +331,10 @@ def test_clean_with_impute_and_clip_reads_the_input_once(planted, write, tmp_pat
     ddf, calls = _counted([f.reset_index(drop=True) for f in frames])
     kw = {"out": tmp_path / "o", "quarantine_out": tmp_path / "q"} if write else {}
     res = clean(ddf, TRANSACTIONS, impute="median", clip=(0.01, 0.99), **kw)
-    assert calls == {0: 1, 1: 1, 2: 1}
+    if write:
+        assert calls == {0: 2, 1: 2, 2: 2}
+    else:  # the first pass now; the clean and quarantine frames are lazy (pass 2 when computed)
+        assert calls == {0: 1, 1: 1, 2: 1}
     assert set(res.spec.impute) == {"V1"} and set(res.spec.clip) == {"V1"}
     # the spec applied is the one learned: same values as learning first, then applying it
     again = clean(_from_frames(frames), TRANSACTIONS, spec=res.spec).clean.compute()
@@ -346,7 +351,7 @@ def test_clean_with_impute_and_clip_reads_the_input_once(planted, write, tmp_pat
 @pytest.mark.parametrize("key", [["transaction_id"], ["user_id", "item_id", "timestamp"]])
 def test_first_copy_order_matches_a_full_sort(key):
     """The numpy ordering (argsort of ids, then only the runs of equal ids) equals pandas' full sort."""
-    from daskml_scale.data._validate import DUP, ORDER, build_rules, mark_frame
+    from daskml_scale.data._validate import ORDER, build_rules, first_copy_order
 
     rng = np.random.default_rng(5)
     n = 5000
@@ -362,7 +367,26 @@ def test_first_copy_order_matches_a_full_sort(key):
     rules = build_rules(dd.from_pandas(df, npartitions=1), schema)
     time_col = [] if "timestamp" in key else ["timestamp"]
     df[ORDER] = rng.permutation(n).astype(np.int64)  # arrival order in a shuffled partition is arbitrary
-    got = mark_frame(df.sample(frac=1, random_state=1), rules)
+    shuffled = df.sample(frac=1, random_state=1)
+    perm, dup = first_copy_order(shuffled, rules)
     expected = df.sort_values(key + time_col + [ORDER], kind="stable")
-    np.testing.assert_array_equal(got[ORDER].to_numpy(), expected[ORDER].to_numpy())
-    np.testing.assert_array_equal(got[DUP].to_numpy(), expected.duplicated(key).to_numpy())
+    np.testing.assert_array_equal(shuffled[ORDER].to_numpy()[perm], expected[ORDER].to_numpy())
+    np.testing.assert_array_equal(dup, expected.duplicated(key).to_numpy())
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_clean_keeps_the_input_partitioning_and_order(planted, write, tmp_path):
+    """Only keys, times and positions are shuffled to find the later copies; every clean row stays in
+    the partition it was read from, in its order (a time-partitioned input stays time-partitioned)."""
+    base, ddf, _ = planted
+    kw = {"out": tmp_path / "o", "quarantine_out": tmp_path / "q"} if write else {}
+    res = clean(ddf, TRANSACTIONS, **KW, **kw)
+    clean_parts = _frames(res.clean)
+    assert len(clean_parts) == ddf.npartitions
+    q = res.quarantine.compute()
+    for i, (inp, out) in enumerate(zip(_frames(ddf), clean_parts)):
+        dropped = set(q.loc[q.source_partition == i, "transaction_id"].dropna().astype("int64"))
+        ids = pd.to_numeric(inp["transaction_id"], errors="coerce")
+        expected = [int(t) for t in ids if pd.notna(t) and int(t) not in dropped]
+        # (an id dropped here as a later copy can have its first copy in another partition)
+        assert out["transaction_id"].tolist() == expected, i

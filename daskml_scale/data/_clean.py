@@ -24,16 +24,17 @@ from ..errors import DaskMLScaleError, ParameterError, check_in
 from ..storage import committed, read_parquet, record_meta, same_place
 from ._quantiles import quantile_summary, quantiles_from_summary
 from ._validate import (
-    DUP,
     HELPERS,
     MASK,
     ORDER,
+    PART,
+    ROW,
     Rules,
     ValidationReport,
     annotate,
     build_rules,
     counts,
-    mark_duplicates,
+    first_copy_order,
     report_counts,
     source_position,
     token,
@@ -179,7 +180,7 @@ def _final_dtypes(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
 
 
 def _finish_clean(df, rules: Rules, spec: CleaningSpec):
-    df = df.drop(columns=[c for c in (*HELPERS, ORDER, DUP) if c in df.columns])
+    df = df.drop(columns=[c for c in (*HELPERS, ORDER) if c in df.columns])
     return spec.apply_frame(_final_dtypes(df, rules))
 
 
@@ -201,7 +202,7 @@ def _finish_quarantine(df, rules: Rules, duplicate: bool):
     else:
         reason = _reason_strings(df[MASK].to_numpy(), rules)
     part, row = source_position(df)
-    out = df.drop(columns=[c for c in (*HELPERS, ORDER, DUP) if c in df.columns])
+    out = df.drop(columns=[c for c in (*HELPERS, ORDER) if c in df.columns])
     out[SOURCE_PARTITION] = part
     out[SOURCE_ROW] = row
     out[S.REASON] = pd.array(reason, dtype="str")
@@ -230,11 +231,13 @@ def clean(
     """Split a table into clean rows and a quarantine, conserving every row.
 
     The checks are those of :func:`validate`. Clean rows get canonical dtypes (int64 ids, float64
-    amounts, datetime64[ns] timestamps, int64 labels, lower-case stripped categories). With
-    ``duplicates=True`` the clean rows are hash-partitioned by key (one shuffle of the valid rows,
-    without the bookkeeping columns but one int64 of source order) and sorted by key and time inside
-    each partition (an ``argsort`` of the key, then only the runs of equal keys by time and order);
-    otherwise the input partitioning is kept.
+    amounts, datetime64[ns] timestamps, int64 labels, lower-case stripped categories) and stay in the
+    partition they were read from, in their order: a table partitioned by time stays so. With
+    ``duplicates=True`` the later copies of a key are found by shuffling the valid rows' key, time
+    and source position only (about 24 bytes a row, not the whole row: on one disk a full-row shuffle
+    of a billion rows needs ~80 GB of scratch), sorting each shuffled partition by key (an ``argsort``,
+    then only the runs of equal keys by time and position); their positions, few, are then routed
+    back to the partitions they came from.
 
     Parameters
     ----------
@@ -257,11 +260,10 @@ def clean(
         (:mod:`daskml_scale.storage`). Without them the report is computed now (one pass) and the
         returned collections stay lazy.
 
-        Passes over the input: **one** in every case (counts, quantile summary for ``impute``/
-        ``clip``, shuffle and writes share it; the writers receive the summary, as they run after
-        the shuffle anyway), except ``impute``/``clip`` with ``out=`` and ``duplicates=False``:
-        there no shuffle separates reading from writing, so the spec is learned in a first pass
-        rather than holding every partition until it is known (two passes).
+        Passes over the input: **two** with ``out=`` (the counts, the quantile summary for
+        ``impute``/``clip`` and the later copies' positions; then the writes, one task per input
+        partition), one with ``duplicates=False`` and no ``impute``/``clip``. Without ``out=`` the
+        first pass runs now and the returned frames are the second, lazily.
     npartitions : int, optional
         Partitions of the shuffle by key (default: as the input).
     storage_options : dict, optional
@@ -317,65 +319,67 @@ def clean(
 
     ann = annotate(ddf, rules)
     valid = ann[ann[MASK] == 0]
-    bad = ann[ann[MASK] != 0]
     dedupe = duplicates and bool(rules.key)
     learn = (feats, impute, clip) if spec is None and (impute or clip) else None
     summary = quantile_summary(valid, feats) if learn and feats else None
-    if learn is None and spec is None:
-        spec = CleaningSpec()
-    elif learn is not None and (summary is None or (out is not None and not dedupe)):
-        # without a shuffle, writers that waited for the spec would hold every partition: learn first
-        (s,) = compute(summary, client=client) if summary is not None else (None,)  # small: summary
-        spec, learn, summary = _spec_from_summary(s, *learn), None, None
-    # else: the spec is learned in the same pass (the summary is computed with the counts, or, with
-    # out=, handed to the writers, which run after the shuffle anyway)
-
-    qmeta = _finish_quarantine(ann._meta.iloc[:0], rules, False)
-    qparts = [bad.map_partitions(_finish_quarantine, rules, False, meta=qmeta)]
-    if dedupe:
-        marked = mark_duplicates(ann, rules, npartitions)
-        keep, dups = marked[~marked[DUP]], marked[marked[DUP]]
-        qparts.append(dups.map_partitions(_finish_quarantine, rules, True, meta=qmeta))
-        n_dup = marked[DUP].sum()
-    else:
-        keep, n_dup = valid, None
-    quarantine = dd.concat(qparts) if len(qparts) > 1 else qparts[0]
     total_lazy = counts(ann, rules)
-    lazies = [total_lazy] + ([n_dup] if dedupe else []) + ([summary] if summary is not None else [])
+    later, total, n_dup = None, None, None
+    if dedupe:
+        # pass 1: the counts, the quantile summary and, from a shuffle of the valid rows' keys, times
+        # and source positions only, where the later copies were read (few; kept on the workers,
+        # each input partition's copies in one partition)
+        later = _later_copies(valid, rules, npartitions, ann.npartitions)
+        extra = [summary] if summary is not None else []
+        later, total, n_dup, *s = _persist_with(
+            later, [total_lazy, later.map_partitions(len).sum(), *extra], client
+        )
+        n_dup = int(n_dup)
+        if summary is not None:
+            spec = _spec_from_summary(s[0], *learn)
+    elif summary is not None and out is not None:
+        # nothing separates reading from writing here: learn the spec first (two passes)
+        (s,) = compute(summary, client=client)  # small: summary
+        spec, summary = _spec_from_summary(s, *learn), None
+    if out is None and total is None:
+        # small: counts and the quantile summary
+        total, *s = compute(total_lazy, *([summary] if summary is not None else []), client=client)
+        if summary is not None:
+            spec = _spec_from_summary(s[0], *learn)
+    spec = spec or CleaningSpec()
 
     if out is None:
-        res = compute(
-            *lazies,
-            keep.map_partitions(len).sum(),
-            quarantine.map_partitions(len).sum(),
-            client=client,
-        )  # small: counts and the quantile summary
-        if summary is not None:
-            spec = _spec_from_summary(res[len(lazies) - 1], *learn)
-        rows_out, rows_q = int(res[-2]), int(res[-1])
-        report = _report(rules, res[0], res[1] if dedupe else None, rows_out, rows_q, spec)
         cmeta = _finish_clean(ann._meta.iloc[:0].copy(), rules, spec)
-        clean_ddf = keep.map_partitions(_finish_clean, rules, spec, meta=cmeta)
-        return CleanResult(clean_ddf, quarantine, report)
+        qmeta = _finish_quarantine(ann._meta.iloc[:0], rules, False)
+        rows_q = int(total["invalid"]) + (n_dup or 0)
+        report = _report(rules, total, n_dup, int(total["rows"]) - rows_q, rows_q, spec)
+        return CleanResult(
+            _split_frames(ann, later, "clean", rules, spec, cmeta),
+            _split_frames(ann, later, "quarantine", rules, spec, qmeta),
+            report,
+        )
 
-    # one writer task per partition on each side, so that no partition waits in memory for a second
-    # consumer (a task writing clean rows and another writing duplicates would both need it)
+    # the writing pass (pass 2 with duplicates): one task per input partition writes its clean rows,
+    # its quarantined rows and its later copies, in the input's order and partitioning
     wmeta = _split_record_meta()
     with committed(out, storage_options) as st_out, committed(quarantine_out, storage_options) as st_q:
         writers = (st_out.writer, st_q.writer)
-        w_bad = bad.map_partitions(_write_split, *writers, "bad", rules, spec, meta=wmeta)
-        w_ok = (marked if dedupe else valid).map_partitions(
-            _write_split, *writers, "ok", rules, spec, summary, learn, meta=wmeta, align_dataframes=False
-        )
-        extra = [summary] if summary is not None else []
-        res = compute(total_lazy, w_bad, w_ok, *extra, client=client)  # small: counts, records, summary
-        if summary is not None:
-            spec = _spec_from_summary(res[-1], *learn)
-        records = pd.concat([res[1], res[2]], ignore_index=True)
+        if later is None:
+            w = ann.map_partitions(_write_split, None, *writers, rules, spec, meta=wmeta)
+            total, records = compute(total_lazy, w, client=client)  # small: counts, records
+        else:
+            w = dd.map_partitions(
+                _write_split, ann, later, *writers, rules, spec, meta=wmeta, align_dataframes=False
+            )
+            (records,) = compute(w, client=client)  # small: one record per part written
         st_out.add(records[records["side"] == "out"])
         st_q.add(records[records["side"] == "quarantine"])
         n_dup_written = int(records["dups"].sum()) if dedupe else None
-        report = _report(rules, res[0], n_dup_written, st_out.rows, st_q.rows, spec)
+        if dedupe and n_dup_written != n_dup:
+            raise DaskMLScaleError(
+                f"clean: {n_dup_written} later copies were written, {n_dup} were found. Nothing was "
+                "written; this is a bug, please report it."
+            )
+        report = _report(rules, total, n_dup_written, st_out.rows, st_q.rows, spec)
         st_out.metadata["report"] = report.to_dict() if hasattr(report, "to_dict") else None
     return CleanResult(
         read_parquet(out, storage_options=storage_options),
@@ -384,34 +388,97 @@ def clean(
     )
 
 
+SOURCE = "_dms_source"  # the input partition a later copy was read from
+
+
+def _key_frame(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """What pass 1 shuffles of the valid rows: the key, the time that decides the first copy and
+    the source position packed in one int64 ``ORDER``."""
+    keep = df[MASK].to_numpy() == 0
+    time_col = rules.order[len(rules.key)] if len(rules.order) > len(rules.key) + 2 else None
+    cols = list(rules.key) + ([time_col] if time_col is not None else [])
+    out = df[cols].copy()
+    out[ORDER] = (df[PART].to_numpy(dtype=np.int64) << 32) | df[ROW].to_numpy(dtype=np.int64)
+    return out if keep.all() else out[keep]
+
+
+def _later_frame(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """The source positions of the later copies in one key-shuffled partition."""
+    perm, dup = first_copy_order(df, rules)
+    order = df[ORDER].to_numpy(dtype=np.int64)[perm[dup]]
+    return pd.DataFrame({SOURCE: order >> 32, ORDER: order})
+
+
+def _later_copies(valid: dd.DataFrame, rules: Rules, npartitions, n_in: int) -> dd.DataFrame:
+    """Lazy: partition ``i`` holds (as ``ORDER``) the positions of the later copies read from input
+    partition ``i``. Two shuffles: the keys by key, then the (few) later copies by source."""
+    slim = valid.map_partitions(_key_frame, rules, meta=_key_frame(valid._meta, rules))
+    shuffled = slim.shuffle(on=list(rules.key), npartitions=npartitions or valid.npartitions)
+    meta = _later_frame(shuffled._meta, rules)
+    later = shuffled.map_partitions(_later_frame, rules, meta=meta, enforce_metadata=False)
+    # partition i of the result covers sources [i, i + 1): the input's partitioning
+    return later.set_index(SOURCE, divisions=list(range(n_in)) + [n_in - 1])
+
+
+def _persist_with(collection, small: list, client):
+    """Persist ``collection`` and compute the ``small`` results of the same graph: one pass."""
+    import dask
+
+    from ..cluster import get_client
+
+    c = get_client(client)
+    persisted = dask.persist(collection, *small, **({"scheduler": c} if c is not None else {}))
+    return [persisted[0], *compute(*persisted[1:], client=client)]
+
+
+def _split_later(df: pd.DataFrame, later) -> np.ndarray:
+    """Which rows of an annotated input partition are later copies (from pass 1's positions)."""
+    if later is None or not len(later):
+        return np.zeros(len(df), dtype=bool)
+    # ``later`` holds this partition's copies only: match on the row (the partition number from
+    # partition_info would be 0 in a selection such as ``result.clean.partitions[4]``)
+    rows = later[ORDER].to_numpy(dtype=np.int64) & 0xFFFFFFFF
+    return np.isin(df[ROW].to_numpy(dtype=np.int64), rows)
+
+
+def _split_part(df, later, side: str, rules: Rules, spec: CleaningSpec) -> pd.DataFrame:
+    ok = df[MASK].to_numpy() == 0
+    dup = _split_later(df, later) & ok
+    if side == "clean":
+        return _finish_clean(df[ok & ~dup], rules, spec)
+    bad = _finish_quarantine(df[~ok], rules, False)
+    if not dup.any():
+        return bad
+    return pd.concat([bad, _finish_quarantine(df[dup], rules, True)], ignore_index=True)
+
+
+def _split_frames(ann, later, side: str, rules: Rules, spec: CleaningSpec, meta) -> dd.DataFrame:
+    if later is None:
+        return ann.map_partitions(_split_part, None, side, rules, spec, meta=meta)
+    return dd.map_partitions(_split_part, ann, later, side, rules, spec, meta=meta, align_dataframes=False)
+
+
 def _split_record_meta() -> pd.DataFrame:
     return record_meta().assign(side=pd.Series([], dtype=object), dups=pd.Series([], dtype="int64"))
 
 
-def _write_split(df, out_w, q_w, side, rules: Rules, spec, summary=None, learn=None, partition_info=None):
-    """Write one partition's rows: quarantined ones (side "bad"), or clean ones and later duplicates.
-
-    ``out_w`` and ``q_w`` are the staged outputs' part writers; returns the records of the parts
-    written. ``summary`` (a computed quantile summary, given whole to every task) and ``learn``
-    (columns, impute, clip) replace ``spec`` when the spec is learned in the same pass.
-    """
+def _write_split(df, later, out_w, q_w, rules: Rules, spec, partition_info=None):
+    """Write one input partition: its clean rows, its quarantined rows (every failed check in
+    ``reason``) and its later copies (``duplicate_<key>``). ``out_w`` and ``q_w`` are the staged
+    outputs' part writers; returns the records of the parts written."""
     i = 0 if partition_info is None else int(partition_info["number"])
-    if summary is not None:
-        spec = _spec_from_summary(summary, *learn)
-    recs = []
-    if side == "bad":
-        q = _finish_quarantine(df, rules, False)
-        # even empty: fixes the schema
-        recs.append(q_w.write_parquet(q, f"bad.{i:06d}.parquet") | {"side": "quarantine", "dups": 0})
-    else:
-        dup = df[DUP].to_numpy(dtype=bool) if DUP in df.columns else np.zeros(len(df), dtype=bool)
-        keep = _finish_clean(df[~dup], rules, spec)
-        recs.append(out_w.write_parquet(keep, f"part.{i:06d}.parquet") | {"side": "out", "dups": 0})
-        if dup.any():
-            q = _finish_quarantine(df[dup], rules, True)
-            recs.append(
-                q_w.write_parquet(q, f"dup.{i:06d}.parquet") | {"side": "quarantine", "dups": int(dup.sum())}
-            )
+    ok = df[MASK].to_numpy() == 0
+    dup = _split_later(df, later) & ok
+    recs = [out_w.write_parquet(_finish_clean(df[ok & ~dup], rules, spec), f"part.{i:06d}.parquet")]
+    recs[-1] |= {"side": "out", "dups": 0}
+    # even empty: fixes the schema
+    q = _finish_quarantine(df[~ok], rules, False)
+    recs.append(q_w.write_parquet(q, f"bad.{i:06d}.parquet") | {"side": "quarantine", "dups": 0})
+    if dup.any():
+        q = _finish_quarantine(df[dup], rules, True)
+        recs.append(
+            q_w.write_parquet(q, f"dup.{i:06d}.parquet") | {"side": "quarantine", "dups": int(dup.sum())}
+        )
     return pd.DataFrame(recs).astype({"rows": "int64", "bytes": "int64", "dups": "int64"})
 
 

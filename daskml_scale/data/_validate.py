@@ -25,7 +25,7 @@ from ._readers import _meta_for, coerce_frame, plan_coercion
 
 __all__ = ["ValidationReport", "validate"]
 
-MASK, FIX, PART, ROW, DUP = "_dms_mask", "_dms_fix", "_dms_part", "_dms_row", "_dms_dup"
+MASK, FIX, PART, ROW = "_dms_mask", "_dms_fix", "_dms_part", "_dms_row"
 ORDER = "_dms_order"  # partition << 32 | row, in shuffled frames
 HELPERS = (MASK, FIX, PART, ROW)
 
@@ -294,19 +294,6 @@ def counts(ann: dd.DataFrame, rules: Rules):
     return ann.map_partitions(count_frame, rules, meta=meta, enforce_metadata=False).sum()
 
 
-def to_shuffle_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The valid rows of an annotated partition as they travel through the shuffle.
-
-    One step: rows with a non-zero mask dropped, the mask and repair bits dropped (known: 0, and
-    already counted), partition and row packed into one int64 ``ORDER`` (``part << 32 | row``).
-    """
-    keep = df[MASK].to_numpy() == 0
-    order = (df[PART].to_numpy(dtype=np.int64) << 32) | df[ROW].to_numpy(dtype=np.int64)
-    out = df.drop(columns=list(HELPERS))
-    out[ORDER] = order
-    return out if keep.all() else out[keep]
-
-
 def source_position(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(partition, row) where each row was read: from ``PART``/``ROW``, or unpacked from ``ORDER``."""
     if ORDER in df.columns:
@@ -369,26 +356,6 @@ def first_copy_order(df: pd.DataFrame, rules: Rules) -> tuple[np.ndarray, np.nda
     dup = np.zeros(n, dtype=bool)
     dup[1:] = same
     return perm, dup
-
-
-def mark_frame(df: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """Sort one shuffled partition by (key, timestamp, partition, row); flag later copies of a key."""
-    perm, dup = first_copy_order(df, rules)
-    df = df.take(perm)
-    df[DUP] = dup
-    return df
-
-
-def mark_duplicates(ann: dd.DataFrame, rules: Rules, npartitions: int | None = None) -> dd.DataFrame:
-    """Shuffle the valid rows of ``ann`` (annotated) by key and flag every copy after the first.
-
-    What travels is :func:`to_shuffle_frame`: the row's columns and one int64 of source order. No
-    ids reach the client.
-    """
-    slim = ann.map_partitions(to_shuffle_frame, meta=to_shuffle_frame(ann._meta))
-    shuffled = slim.shuffle(on=list(rules.key), npartitions=npartitions or ann.npartitions)
-    meta = slim._meta.assign(**{DUP: np.bool_(False)}).iloc[:0]
-    return shuffled.map_partitions(mark_frame, rules, meta=meta, enforce_metadata=False)
 
 
 def _dup_count_frame(df: pd.DataFrame, key: list) -> pd.DataFrame:
