@@ -85,3 +85,19 @@ def test_sgd_trains_without_a_persisted_dense_matrix(client, txns):
     while _stored_bytes(client) - before >= 64 * 1024 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _stored_bytes(client) - before < 64 * 1024
+
+
+def test_fit_without_features_on_a_filtered_parquet_read(client, tmp_path):
+    """Regression: persisting a projection of a filtered ``read_parquet`` with ``dask.persist`` (not
+    optimized first) lost its futures on the next reduction ("lost dependencies", dask 2026.8): the
+    checks of ``fit(features=None)`` failed at once on a 20M-row table."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from daskml_scale.storage import write_parquet
+
+    write_parquet(make_transactions(60_000, days=20, npartitions=4, seed=0), tmp_path / "tx", client=client)
+    table = dd.read_parquet(str(tmp_path / "tx"))
+    train = table[table[S.TIMESTAMP] < pd.Timestamp("2025-01-15")]
+    model = XGBoostFraudClassifier(features=None, n_estimators=3, n_jobs=1).fit(train, client=client)
+    assert model.n_train_ + model.n_valid_ == int((train[S.TIMESTAMP].count()).compute())

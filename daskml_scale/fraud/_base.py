@@ -117,10 +117,12 @@ def persist(*collections, client=None):
     client = active_client(client)
     if client is None:
         return dask.persist(*collections)
-    # not client.persist(...): with dask 2026.8 a persisted projection of read_parquet then loses its
-    # futures ("lost dependencies") on the next reduction; dask.persist does not. One call for all:
-    # collections that share an upstream (train and validation parts) compute it once
-    return dask.persist(*collections, scheduler=client)
+    # Each collection optimized first, as its own .persist() does: with dask 2026.8 a persisted,
+    # unoptimized projection of a filtered read_parquet loses its futures ("lost dependencies") on
+    # the next reduction (client.persist and dask.persist of the raw collection both do). One call
+    # for all: collections that share an upstream (train and validation parts) compute it once
+    optimized = [c.optimize(fuse=True) if hasattr(c, "optimize") else c for c in collections]
+    return dask.persist(*optimized, scheduler=client)
 
 
 def model_frame(pdf: pd.DataFrame, numeric, categories: dict) -> pd.DataFrame:
