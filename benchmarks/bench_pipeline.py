@@ -31,8 +31,16 @@ each), the stages run in order, each streaming parquet to parquet:
 
 Per stage: seconds, rows/s (rows the stage consumed: raw rows for generate/baseline/validate/clean,
 window rows for features/train, scored rows for score/evaluate), the peak RSS of each worker (a
-thread in each worker samples its RSS every 20 ms) and the bytes the stage wrote. At the end the raw
-table's bytes per row. Intermediates are deleted as soon as no later stage needs them, unless ``--keep``.
+thread in each worker samples its RSS every 20 ms), the bytes the stage wrote and the disk peak (the
+most the disk's use rose: outputs plus Dask's P2P shuffle scratch, uncompressed, on the same disk).
+At the end the raw table's bytes per row. Intermediates are deleted as soon as no later stage needs
+them, unless ``--keep``.
+
+Disk: a P2P shuffle keeps the shuffled rows uncompressed on disk until it ends (~85 bytes a row for a
+whole transaction row, measured at 10M and 100M; the features and scoring stages shuffle their 58 days
+of rows twice, ~140 bytes a row at their peak). At 1B rows that is ~80 GB for the baseline and ~135
+GB for features or score, more than this machine's free disk: run ``--stages generate validate clean``
+there (their shuffles carry keys only).
 
 Usage::
 
