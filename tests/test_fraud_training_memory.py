@@ -74,7 +74,9 @@ def test_fit_on_cluster_equals_fit_in_memory(client, txns):
     )
 
 
-def test_sgd_trains_without_a_persisted_dense_matrix(client, txns):
+def test_sgd_fit_leaves_nothing_on_the_workers(client, txns):
+    """After fit nothing is left on the workers. (That the epochs, which scale and encode each
+    partition inside their tasks, keep no dense matrix while they run is not observed here.)"""
     model = SGDFraudClassifier(negative_rate=0.5, epochs=2, strategy="sequential")
     before = _stored_bytes(client)
     model.fit(txns, client=client)
