@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema as S
-from ..cluster import compute
+from ..cluster import compute, persist
 from ..errors import DaskMLScaleError, ParameterError, check_in
 from ..storage import committed, read_parquet, record_meta, same_place
 from ._quantiles import quantile_summary, quantiles_from_summary
@@ -424,12 +424,7 @@ def _later_copies(valid: dd.DataFrame, rules: Rules, npartitions, n_in: int) -> 
 
 def _persist_with(collection, small: list, client):
     """Persist ``collection`` and compute the ``small`` results of the same graph: one pass."""
-    import dask
-
-    from ..cluster import get_client
-
-    c = get_client(client)
-    persisted = dask.persist(collection, *small, **({"scheduler": c} if c is not None else {}))
+    persisted = persist(collection, *small, client=client)
     return [persisted[0], *compute(*persisted[1:], client=client)]
 
 

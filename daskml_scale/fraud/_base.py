@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, clone
 
 from .. import schema as S
 from ..cluster import compute, get_client
+from ..cluster import persist as cluster_persist
 from ..errors import ParameterError, SchemaError, check_fitted
 
 CATEGORY_COLUMNS = (S.MERCHANT_CATEGORY, S.CHANNEL)
@@ -113,16 +114,12 @@ def compute_small(*collections, client=None):
 
 
 def persist(*collections, client=None):
-    """Persist on ``client`` (or the default one), or in this process without one."""
+    """``cluster.persist`` on ``client`` (or the default one), or in this process inside
+    :func:`in_memory`."""
     client = active_client(client)
     if client is None:
         return dask.persist(*collections)
-    # Each collection optimized first, as its own .persist() does: with dask 2026.8 a persisted,
-    # unoptimized projection of a filtered read_parquet loses its futures ("lost dependencies") on
-    # the next reduction (client.persist and dask.persist of the raw collection both do). One call
-    # for all: collections that share an upstream (train and validation parts) compute it once
-    optimized = [c.optimize(fuse=True) if hasattr(c, "optimize") else c for c in collections]
-    return dask.persist(*optimized, scheduler=client)
+    return cluster_persist(*collections, client=client)
 
 
 def model_frame(pdf: pd.DataFrame, numeric, categories: dict) -> pd.DataFrame:
