@@ -1,4 +1,4 @@
-"""The distributed ALS engine's building blocks: factorize, routed solves, checkpoints, auto engine."""
+"""The distributed ALS engine's building blocks: factorize, block half-steps, checkpoints, auto engine."""
 
 from __future__ import annotations
 
@@ -58,37 +58,34 @@ def test_factorize_refuses_bad_rows_with_counts():
         ALSRecommender(engine="distributed", iterations=1).fit(df)
 
 
-@pytest.mark.parametrize("kernel", ["implicit", "numpy"])
-def test_routed_solve_with_complement_rows_equals_whole_solve(kernel):
-    """A block that uses a few rows of the other side solves as against all of it."""
-    rng = np.random.default_rng(0)
-    n_users, n_items, k = 40, 3000, 8
-    C = sp.random(n_users, n_items, density=0.004, random_state=1, format="csr", dtype=np.float32) * 5
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+def test_half_step_over_pieces_equals_whole_solve(kernel):
+    """Every block of one side solved from pieces held with the other side's blocks, as in one piece."""
+    n_users, n_items, k = 300, 200, 8
+    C = sp.random(n_users, n_items, density=0.05, random_state=1, format="csr", dtype=np.float32) * 5
     X = K.init_factors(np.arange(n_users), k, 0, 0) * 30
-    Y = rng.random((n_items, k), dtype=np.float32)
-    offsets = np.array([0, 1000, 2000, 3000])
-    local, needs = B.route(C, offsets)
-    assert sum(len(x) for x in needs) < 0.2 * n_items  # really a partial routing
-    pieces = [B.take_rows(Y[offsets[j] : offsets[j + 1]], needs[j]) for j in range(3)]
-    G = B.gram(Y)
-    got = B.solve_routed(local, X, G, n_items, 0.1, 3, kernel, 1, *pieces)
-    expected = K.solve_block(C, X, Y, 0.1, 3, kernel, num_threads=1)
-    # measured, relative to the largest factor: 5.4e-4 (implicit) / 6.8e-4 (numpy), which is the
-    # float32 noise of this ill-conditioned solve itself (implicit's whole solve moves by 5.2e-4 when
-    # its item rows are permuted); without the complement rows the error is > 1e-2
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1.5e-3 * np.abs(expected).max())
-    if kernel == "implicit":
-        wrong = K.solve_block(local, X, np.concatenate(pieces), 0.1, 3, kernel, num_threads=1)
-        assert np.abs(wrong - expected).max() > 1e-2 * np.abs(expected).max()
+    Y = K.init_factors(np.arange(n_items), k, 0, 1) * 30
+    u_off, i_off = np.array([0, 100, 101, 300]), np.array([0, 150, 200])
+    # item blocks hold their confidences (items x users) cut by user block: pieces[j][b]
+    pieces = [B.split_pieces(C.T.tocsr()[i_off[j] : i_off[j + 1]], u_off) for j in range(2)]
+    assert all(pieces[j][b].shape == (u_off[b + 1] - u_off[b], i_off[j + 1] - i_off[j])
+               for j in range(2) for b in range(3))  # fmt: skip
+    assert sum(P.nnz for ps in pieces for P in ps) == C.nnz
+    Yb = [Y[i_off[j] : i_off[j + 1]] for j in range(2)]
+    Xb = [X[u_off[b] : u_off[b + 1]] for b in range(3)]
+    nonempty = [K.nonempty_rows(C[u_off[b] : u_off[b + 1]]) for b in range(3)]
+    got = B.half_step(Runner(None), pieces, Yb, Xb, nonempty, 0.1, 3, kernel)
+    expected = K.solve_block(C, X, Y, 0.1, 3, kernel)
+    # measured 2e-7 of the largest factor (partial sums added in another order)
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-def test_sparse_fit_with_partial_routing_matches_implicit_engine():
-    # many users with a handful of items among many: each block uses a part of the other side
+def test_sparse_fit_matches_implicit_engine():
+    # many users with a handful of items among many: most pieces between blocks are nearly empty
     ddf = make_interactions(6_000, n_users=3_000, n_items=4_000, seed=3, npartitions=3)
     a = ALSRecommender(factors=8, iterations=4, engine="distributed", n_blocks=4, compute_loss=True).fit(ddf)
     b = ALSRecommender(factors=8, iterations=4, engine="implicit", n_blocks=4, compute_loss=True).fit(ddf)
-    # float32 Gram matrices summed in another order: implicit itself moves by ~3e-5 when its rows
-    # are permuted; measured here 4e-6
+    # float32 sums in another order: implicit itself moves by ~3e-5 when its rows are permuted
     np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-5)
 
 
@@ -165,7 +162,7 @@ def test_client_memory_does_not_grow_with_users(client, spread):
     grow_small, _ = _client_rss_growth(client, small, **kw)
     with spread() as ts:
         grow_large, model = _client_rss_growth(client, large, **kw)
-    ts.assert_spread(prefix="solve_routed")
+    ts.assert_spread(prefix="partial_products")
     print(f"client RSS growth: {grow_small:.1f} MiB (20k users), {grow_large:.1f} MiB (378k users)")
     assert model.user_blocks_.n_rows > 350_000  # distinct users drawn of 400k
     # 400k users x 32 float32 factors are 49 MiB per copy: a client that gathered one side's factors

@@ -324,9 +324,9 @@ def test_distributed_als_fit_resumes_from_checkpoint_after_worker_kill(
     ck = tmp_path / "als-checkpoint"
     kw = dict(factors=16, iterations=8, engine="distributed", random_state=0)
     before = worker_pids(c)
-    # aimed at the ALS iterations (routed block solves over factor blocks held by the workers), once
+    # aimed at the ALS iterations (CG products over factor blocks held by the workers), once
     # the first checkpoint is committed
-    killer = WorkerKiller(c, kills=1, min_delay=0.0, during=("solve_routed",))
+    killer = WorkerKiller(c, kills=1, min_delay=0.0, during=("partial_products",))
 
     def arm():
         deadline = time.monotonic() + 120

@@ -5,11 +5,11 @@
     implicit's ``AlternatingLeastSquares`` there (CPU, or implicit's CUDA build with
     ``device="cuda"``). Fast while the matrix fits one machine.
 ``engine="distributed"``
-    Users and items are cut into contiguous blocks; the user blocks (CSR rows) and item blocks (CSR
-    of the transpose) are built from per-partition pieces and stay on the workers. Each
-    half-iteration gathers the other side's factors, broadcasts them and their Gram matrix once,
-    and solves every block in parallel with implicit's conjugate-gradient kernel (or its numpy
-    twin). No process ever holds the whole matrix.
+    Users and items are cut into blocks by a distributed factorize; each block's confidences, cut
+    by the other side's blocks, and its factors stay on one worker for the whole fit. Each
+    half-iteration runs implicit's conjugate-gradient update with its sums over stored values split
+    by block (:mod:`~daskml_scale.recommend._blocks`): vectors of one block at a time travel worker
+    to worker. No process ever holds the whole matrix or a whole side's factors.
 
 Both engines use implicit's objective: confidences ``c = alpha * f(w)``, weighted squared error
 ``sum c_ui (p_ui - x_u.y_i)^2`` over all pairs (``c = 1`` for unobserved ones) plus
@@ -47,7 +47,7 @@ __all__ = ["ALSRecommender"]
 
 ENGINES = ("auto", "implicit", "distributed")
 DEVICES = ("cpu", "cuda")
-KERNELS = ("auto", "implicit", "numpy")
+KERNELS = ("auto", "numba", "numpy")
 
 
 def _check_number(name, value, owner, *, integer=False, minimum=0.0, strict=False):
@@ -149,14 +149,13 @@ class ALSRecommender(BaseEstimator):
         without a client), more where a block's factorize task would hold over 1/8 of a worker
         thread's share of the smallest worker's memory at ~64 bytes per interaction
         (``BLOCK_ROW_BYTES``: 200M interactions on 1-thread 10 GiB workers make 10 blocks),
-        rounded up to a multiple of the workers. implicit's kernel
-        recomputes the other side's Gram matrix for every block, so more blocks than threads cost
-        time; more blocks lower the memory of each task.
+        rounded up to a multiple of the workers. More blocks lower the memory of each task and add
+        tasks (each CG step of a block gathers one partial per worker).
     cg_steps : int
         Conjugate-gradient steps per half-iteration (implicit's default 3).
-    kernel : {"auto", "implicit", "numpy"}
-        Block solver of the distributed engine: implicit's compiled CG (``"auto"`` when importable)
-        or the numpy implementation of the same update.
+    kernel : {"auto", "numba", "numpy"}
+        How the distributed engine sums over stored values in its CG steps: compiled with numba
+        (``"auto"``), or vectorised numpy (the same arithmetic, slower).
     compute_loss : bool
         Record implicit's training loss after every iteration in ``loss_history_``.
     num_threads : int
@@ -285,11 +284,6 @@ class ALSRecommender(BaseEstimator):
                     "(implicit.gpu.HAS_CUDA is False). Install it from conda-forge "
                     "(implicit-proc=*=gpu) or use device='cpu'."
                 )
-        if self.kernel == "implicit" and not K.has_implicit_cg():
-            raise ParameterError(
-                f"{owner}(kernel='implicit') needs implicit.cpu._als.least_squares_cg, which is not "
-                "importable here. Use kernel='auto' or 'numpy'."
-            )
 
     def _conf(self):
         return {
@@ -395,7 +389,7 @@ class ALSRecommender(BaseEstimator):
     def _fit_distributed(self, runner, bm):
         owner = type(self).__name__
         k, reg, seed = int(self.factors), float(self.regularization), int(self.random_state)
-        kernel = self.kernel if self.kernel != "auto" else ("implicit" if K.has_implicit_cg() else "numpy")
+        kernel = "numba" if self.kernel == "auto" else self.kernel
         s, nb_u, nb_i = runner.submit, len(bm.users), len(bm.items)
         conf = self._conf()
         kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "k1": conf["k1"]}
@@ -408,16 +402,13 @@ class ALSRecommender(BaseEstimator):
                  for j in range(nb_i)]  # fmt: skip
         bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
         max_conf = max(runner.gather([s(B.max_conf, C) for C in users]), default=0.0)  # small
-        # each block's columns renumbered to the rows of the other side it uses, by block
-        ru = [at(b, B.route, C, bm.item_offsets) for b, C in enumerate(users)]
-        ri = [at(j, B.route, C, bm.user_offsets) for j, C in enumerate(items)]
+        nonempty_u = [at(b, K.nonempty_rows, C) for b, C in enumerate(users)]
+        nonempty_i = [at(j, K.nonempty_rows, C) for j, C in enumerate(items)]
+        # each block's confidences cut by the other side's blocks; they stay beside this side's factors
+        pieces_u = [at(b, B.split_pieces, C, bm.item_offsets) for b, C in enumerate(users)]  # items x users_b
+        pieces_i = [at(j, B.split_pieces, C, bm.user_offsets) for j, C in enumerate(items)]  # users x items_j
         del users, items
-        Cu, Ci = [s(B.local_of, r) for r in ru], [s(B.local_of, r) for r in ri]
-        need_u = [[s(B.needs_of, r, j) for j in range(nb_i)] for r in ru]
-        need_i = [[s(B.needs_of, r, b) for b in range(nb_u)] for r in ri]
-        del ru, ri
         n_iter, cg = int(self.iterations), int(self.cg_steps)
-        threads = 0 if not runner.distributed else 1
         layout = self._layout(bm)
         start, losses, times = 0, [], []
         url = self.checkpoint if self._resumable else self._resume
@@ -433,45 +424,22 @@ class ALSRecommender(BaseEstimator):
             Y = [at(j, K.init_factors, ids, k, seed, 1) for j, ids in enumerate(bm.item_ids)]
         ck = self.checkpoint if self.checkpoint is not None else self._resume
         self._resumable = ck is not None  # a restart after a lost worker resumes from it
-        solve = {"regularization": reg, "cg_steps": cg, "kernel": kernel, "num_threads": threads}
 
-        def half(C, F, other, needs, n_other, side, it):
-            G = B.tree_sum(runner, [at(j, B.gram, Fo) for j, Fo in enumerate(other)])
-            # the rows block b needs from block j are cut where block j lives, then sent to b
-            pieces = [
-                [at(j, B.take_rows, other[j], needs[b][j]) for j in range(len(other))] for b in range(len(C))
-            ]
-            new = [
-                at(
-                    b,
-                    B.solve_routed,
-                    C[b],
-                    F[b],
-                    G,
-                    n_other,
-                    solve["regularization"],
-                    cg,
-                    kernel,
-                    threads,
-                    *pieces[b],
-                )
-                for b in range(len(C))
-            ]
+        def half(pieces, F, T, nonempty, side, it):
+            new = B.half_step(runner, pieces, F, T, nonempty, reg, cg, kernel)
             bad = sum(runner.gather([s(B.n_nonfinite, x) for x in new]))  # small: a count per block
             if bad:
-                _raise_non_finite(side, bad, n_other_side(side), it, n_iter, max_conf, owner)
+                n = bm.n_users if side == "users" else bm.n_items
+                _raise_non_finite(side, bad, n, it, n_iter, max_conf, owner)
             return new
-
-        def n_other_side(side):
-            return bm.n_users if side == "users" else bm.n_items
 
         for it in range(start + 1, n_iter + 1):
             t = time.perf_counter()
-            X = half(Cu, X, Y, need_u, bm.n_items, "users", it)
-            Y = half(Ci, Y, X, need_i, bm.n_users, "items", it)
+            X = half(pieces_i, Y, X, nonempty_u, "users", it)
+            Y = half(pieces_u, X, Y, nonempty_i, "items", it)
             times.append(time.perf_counter() - t)
             if self.compute_loss:
-                losses.append(B.loss(runner, Cu, X, Y, need_u, reg, bm.n_users, bm.n_items))
+                losses.append(B.loss(runner, pieces_u, X, Y, reg, bm.n_users, bm.n_items))
             if ck is not None and (it % int(self.checkpoint_every) == 0 or it == n_iter):
                 write_checkpoint(runner, ck, self.storage_options, it, X, Y,
                                  {"layout": layout, "losses": losses, "times": times})  # fmt: skip

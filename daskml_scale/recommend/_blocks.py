@@ -1,12 +1,13 @@
-"""Factor blocks: factors held as one block per worker task, and how blocks reach each other's solves.
+"""Factor blocks: factors held as one block per worker task, and how a half-iteration uses them.
 
-A half-iteration of ALS solves every block of one side given the other side's factors. Here no
-process assembles the other side: each block's CSR is rewritten once (:func:`route`) to columns
-numbered within the rows it really uses, grouped by the other side's block ("needs", Spark's in/out
-blocks). Every half-iteration then ships, worker to worker, only those rows (:func:`take_rows`,
-run where the factor block lives) plus the other side's Gram matrix (k x k, a tree sum of per-block
-Grams). implicit's solver forms its Gram matrix from the rows it is given, so the rows a block does
-not use are stood for by ``k`` extra rows whose Gram matrix is theirs (:func:`solve_routed`).
+A half-iteration of ALS solves every block of one side given the other side's factors. No process
+assembles the other side, and no task holds more than a block of it. Each block's confidences are
+cut once by the other side's blocks (:func:`split_pieces`) and stay with this side's factors. A CG
+step of the other side's block ``t`` then needs, from this side, only a sum over stored values
+(``Ap``, or the first residual), and that sum is a sum over this side's blocks: block ``t``'s
+vectors (its rows x k) travel to each worker, which adds the products of the blocks it holds
+(:func:`partial_products`), and the per-worker partials travel back to block ``t``'s worker, which
+takes the CG step (:func:`half_step`; Spark MLlib's ALS moves factor rows the other way).
 
 The fit's other work over blocks lives here too: confidences and BM25 statistics computed on the
 workers, the loss from per-block parts, tree sums of small results.
@@ -31,9 +32,9 @@ __all__ = [
     "loss",
     "max_conf",
     "on_cluster",
-    "route",
-    "solve_routed",
-    "take_rows",
+    "half_step",
+    "partial_products",
+    "split_pieces",
     "tree_sum",
 ]
 
@@ -59,46 +60,45 @@ class FactorBlocks:
         return int(self.offsets[-1])
 
 
-def route(C: sp.csr_matrix, other_offsets: np.ndarray, full_share: float = 0.5):
-    """Rewrite a block's CSR to local columns; returns ``(C_local, needs)``.
+def split_pieces(C: sp.csr_matrix, other_offsets: np.ndarray) -> list:
+    """Cut a block's confidences by the other side's blocks, each piece transposed.
 
-    ``needs[j]`` are the rows of the other side's block ``j`` that this block's stored values use
-    (sorted, relative to that block), or all of that block's rows when they are at least
-    ``full_share`` of them (shipping the whole block then costs at most twice the minimum, and a
-    block that receives the whole other side solves against exactly the matrix implicit would use).
-    ``C_local``'s column ``c`` is the ``c``-th of those rows taken in block order.
+    ``C``: this block's rows, columns numbered over the whole other side. Piece ``j`` holds the
+    stored values between this block and the other side's block ``j``, with that block's rows
+    (local) as rows and this block's rows as columns (CSR, float32, int32 indices): the rows the
+    other side solves, against the factors that stay here. Together the pieces hold ``C`` once.
     """
-    cols = np.unique(C.indices).astype(np.int64)
-    where = np.searchsorted(cols, other_offsets)
-    needs, kept = [], []
+    Cc = sp.csc_matrix(C)
+    Cc.sort_indices()
+    pieces = []
     for j in range(len(other_offsets) - 1):
         lo, hi = int(other_offsets[j]), int(other_offsets[j + 1])
-        used = cols[where[j] : where[j + 1]]
-        if hi > lo and len(used) >= full_share * (hi - lo):
-            used = np.arange(lo, hi, dtype=np.int64)
-        needs.append(used - lo)
-        kept.append(used)
-    kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    local = sp.csr_matrix(
-        (C.data, np.searchsorted(kept, C.indices).astype(C.indices.dtype), C.indptr),
-        shape=(C.shape[0], len(kept)),
-    )
-    return local, needs
+        P = Cc[:, lo:hi]
+        pieces.append(
+            sp.csr_matrix(
+                (P.data.astype(np.float32), P.indices.astype(np.int32), P.indptr.astype(np.int32)),
+                shape=(hi - lo, C.shape[0]),
+            )
+        )
+    return pieces
 
 
-def local_of(routed):
-    return routed[0]
+def partial_products(t: int, V: np.ndarray, residual: bool, kernel: str, *held) -> np.ndarray:
+    """One worker's share of the CG products of the other side's block ``t`` (rows ``V``).
+
+    ``held``: ``pieces, F`` pairs of the blocks of this side held on this worker; each adds
+    :func:`~daskml_scale.recommend._kernels.products` of its piece ``t`` against its factors ``F``.
+    """
+    out = np.zeros(np.shape(V), dtype=np.float32)
+    for pieces, F in zip(held[::2], held[1::2]):
+        K.products(pieces[t], F, V, residual, out=out, kernel=kernel)
+    return out
 
 
-def needs_of(routed, j: int):
-    return routed[1][j]
-
-
-def take_rows(F: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The rows of a factor block another block's solve needs (runs where ``F`` lives)."""
-    if len(rows) == len(F):
-        return F
-    return F[rows]
+def loss_nonzeros(t: int, V: np.ndarray, *held):
+    """One worker's share of the loss over the stored values of the other side's block ``t``."""
+    parts = [K.loss_nonzeros(pieces[t], F, V) for pieces, F in zip(held[::2], held[1::2])]
+    return tuple(sum(p[i] for p in parts) for i in range(3)) if parts else (0.0, 0.0, 0)
 
 
 def gram(F: np.ndarray) -> np.ndarray:
@@ -109,34 +109,6 @@ def gram(F: np.ndarray) -> np.ndarray:
 
 def add(*grams):
     return sum(grams)
-
-
-def _complement_rows(G: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """``k`` rows ``R`` with ``R^T R = G - Y^T Y`` (the Gram matrix of the rows left out), float32."""
-    M = G - gram(Y)
-    M = (M + M.T) / 2
-    w, V = np.linalg.eigh(M)
-    return (np.sqrt(np.clip(w, 0.0, None))[:, None] * V.T).astype(np.float32)
-
-
-def solve_routed(C_local, X, G, n_other: int, regularization, cg_steps, kernel, num_threads, *pieces):
-    """New factors of a block given the rows of the other side it uses (``pieces``) and its Gram ``G``.
-
-    Equal to a solve against the whole other side: the CG update of a row reads the other side only
-    through its stored values' rows and the full Gram matrix.
-    """
-    Y = np.ascontiguousarray(np.concatenate(pieces) if len(pieces) > 1 else pieces[0], dtype=np.float32)
-    if kernel == "implicit":
-        if len(Y) < n_other:  # stand-in rows carrying the Gram matrix of the rows not shipped
-            Y = np.concatenate([Y, _complement_rows(G, Y)])
-        return K.solve_block(C_local, X, Y, regularization, cg_steps, kernel, num_threads=num_threads)
-    return K.solve_block(C_local, X, Y, regularization, cg_steps, kernel, num_threads=num_threads, gram=G)
-
-
-def loss_routed(C_local, X, G, regularization, *pieces):
-    """:func:`~daskml_scale.recommend._kernels.loss_parts` of a routed block."""
-    Y = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    return K.loss_parts(C_local, X, Y, G, regularization)
 
 
 def n_nonfinite(F) -> int:
@@ -160,22 +132,56 @@ def tree_sum(runner, parts: list):
     return parts[0]
 
 
-def loss(runner, Cu, X, Y, needs, regularization, n_users, n_items) -> float:
-    """implicit's training loss of the current factors, from per-block parts (small numbers)."""
-    s = runner.submit
-    G = tree_sum(runner, [s(gram, F) for F in Y])
-    parts = [
-        s(
-            loss_routed,
-            Cu[b],
-            X[b],
-            G,
-            regularization,
-            *[s(take_rows, Y[j], needs[b][j]) for j in range(len(Y))],
-        )
-        for b in range(len(Cu))
+def by_worker(runner, n_blocks: int) -> list:
+    """The blocks held on each worker: ``runner.submit_to(w, ...)`` runs where blocks ``w, w + W, ...``
+    live (blocks are dealt round-robin over the workers)."""
+    W = max(1, min(runner.n_workers(), n_blocks))
+    return [list(range(w, n_blocks, W)) for w in range(W)]
+
+
+def half_step(runner, pieces, F, T, nonempty, regularization, cg_steps, kernel):
+    """New factors of every block of one side (``T``) given the other side's blocks ``F``.
+
+    ``pieces[f][t]``: the stored values between fixed block ``f`` and solved block ``t``, held with
+    ``F[f]``. Each of the ``1 + cg_steps`` CG products of block ``t`` is summed from one partial per
+    worker, computed where the fixed blocks are (:func:`partial_products`); only block ``t``'s
+    vectors travel, so no task ever holds more than a block of either side. Returns futures.
+    """
+    at, s = runner.submit_to, runner.submit
+    A0 = s(K.a0, tree_sum(runner, [at(f, gram, Ff) for f, Ff in enumerate(F)]), regularization)
+    slots = by_worker(runner, len(F))
+
+    def partials(t, V, residual):
+        return [
+            at(w, partial_products, t, V, residual, kernel, *[x for f in fs for x in (pieces[f], F[f])])
+            for w, fs in enumerate(slots)
+        ]
+
+    state = [at(t, K.cg_start, Tt, A0, nonempty[t], *partials(t, Tt, True)) for t, Tt in enumerate(T)]
+    for step in range(cg_steps):
+        P = [at(t, K.cg_direction, st) for t, st in enumerate(state)]
+        last = step == cg_steps - 1
+        state = [at(t, K.cg_step, st, A0, *partials(t, P[t], False), last=last) for t, st in enumerate(state)]
+    return [at(t, K.cg_result, st, nonempty[t]) for t, st in enumerate(state)]
+
+
+def loss(runner, pieces_u, X, Y, regularization, n_users, n_items) -> float:
+    """implicit's training loss of the current factors, from per-block parts (small numbers).
+
+    ``pieces_u[b][j]``: the stored values between user block ``b`` and item block ``j``, held with
+    ``X[b]``; item blocks travel to them, one at a time, as in a half-step.
+    """
+    at = runner.submit_to
+    G = tree_sum(runner, [at(j, gram, F) for j, F in enumerate(Y)])
+    parts = [at(b, K.loss_quadratic, Xb, G, regularization) for b, Xb in enumerate(X)]
+    slots = by_worker(runner, len(X))
+    nz = [
+        at(w, loss_nonzeros, j, Yj, *[x for b in bs for x in (pieces_u[b], X[b])])
+        for j, Yj in enumerate(Y)
+        for w, bs in enumerate(slots)
     ]
-    parts, G = runner.gather([parts, G])  # small: three numbers per block and k x k
+    quad, nz, G = runner.gather([parts, nz, G])  # small: a few numbers per block and k x k
+    parts = [(q, 0.0, 0) for q in quad] + list(nz)
     return K.loss_total(parts, float(np.trace(G)), regularization, n_users, n_items)
 
 

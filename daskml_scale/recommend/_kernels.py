@@ -1,24 +1,36 @@
 """Per-block kernels of ALS: factor initialisation, the conjugate-gradient solve, the loss.
 
-The solve is implicit's: ``implicit.cpu._als.least_squares_cg`` (each row solved independently
-given the other side's factors, so a block of rows gives exactly the rows of a whole-matrix solve);
-:func:`cg_numpy` is the same conjugate-gradient update in numpy, used where that private module is
-missing. :func:`loss_parts` is implicit's ``calculate_loss`` split into per-block sums.
+The solve is implicit's conjugate-gradient update (``implicit.cpu._als.least_squares_cg``: each row
+solved independently given the other side's factors, ``cg_steps`` steps from its current value),
+split so that no task needs the whole other side. Every CG step reads the other side only through
+the Gram matrix ``A0 = Y^T Y + regularization I`` (k x k) and a sum over the row's stored values
+(:func:`products`), and that sum is a sum over the other side's blocks. The distributed engine
+computes each block's share where that block lives and adds the shares where the solved rows live
+(:func:`cg_start`, :func:`cg_step`); :func:`solve_block` is the same arithmetic in one piece.
+:func:`loss_parts` is implicit's ``calculate_loss`` split into per-block sums.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
-    "cg_numpy",
-    "has_implicit_cg",
+    "a0",
+    "cg_direction",
+    "cg_result",
+    "cg_start",
+    "cg_step",
     "id_hash",
     "init_factors",
     "init_rows",
+    "loss_nonzeros",
     "loss_parts",
+    "loss_quadratic",
     "loss_total",
+    "nonempty_rows",
+    "products",
     "solve_block",
 ]
 
@@ -70,13 +82,26 @@ def init_factors(ids, factors: int, seed: int, side: int) -> np.ndarray:
     return out
 
 
-def has_implicit_cg() -> bool:
-    """Whether implicit's compiled CG solver (a private module) is importable."""
-    try:
-        from implicit.cpu import _als  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(_als, "least_squares_cg")
+_FASTMATH = {"reassoc", "nsz", "contract", "arcp"}  # vectorised sums; NaN and inf still propagate
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _products_numba(indptr, indices, data, F, V, residual, out):  # pragma: no cover - compiled
+    n, k = out.shape
+    for s in range(n):
+        for idx in range(indptr[s], indptr[s + 1]):
+            f = indices[idx]
+            c = data[idx]
+            d = np.float32(0.0)
+            for q in range(k):
+                d += F[f, q] * V[s, q]
+            conf = abs(c)
+            if residual:
+                w = (c if c > 0 else np.float32(0.0)) - (conf - np.float32(1.0)) * d
+            else:
+                w = (conf - np.float32(1.0)) * d
+            for q in range(k):
+                out[s, q] += w * F[f, q]
 
 
 def _row_chunks(indptr: np.ndarray, max_nnz: int = _CHUNK_NNZ):
@@ -90,66 +115,142 @@ def _row_chunks(indptr: np.ndarray, max_nnz: int = _CHUNK_NNZ):
         start = stop
 
 
-def cg_numpy(C: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, A0: np.ndarray, cg_steps: int = 3) -> None:
-    """implicit's conjugate-gradient update of the rows of ``X`` in place, vectorised over rows.
+def products(C: sp.csr_matrix, F: np.ndarray, V: np.ndarray, residual: bool, out=None, kernel="numba"):
+    """The stored values' part of implicit's CG products, added into ``out`` (float32, rows of ``C``).
 
-    ``A0`` is ``Y.T @ Y + regularization * I``. Per row ``u``: residual
-    ``r = Y^T C_u p_u - (A0 + Y^T (C_u - I) Y) x_u``, then ``cg_steps`` standard CG steps, stopping a row
-    when its squared residual falls below 1e-20; rows without stored values are set to zero.
-    Negative values mean "disliked" with confidence ``|c|``, as in implicit.
+    ``C``: confidences, rows the solved side, columns rows of ``F`` (the fixed side's factors);
+    ``V``: one vector per row of ``C`` (the current factors ``x``, or a CG direction ``p``). Per row
+    ``s`` and stored value ``c`` at column ``f``, with ``d = F[f] . V[s]``, adds
+    ``(c+ - (|c| - 1) d) F[f]`` when ``residual`` (the sum in ``r = Y^T C_u p_u - Y^T (C_u - I) Y x``),
+    else ``(|c| - 1) d F[f]`` (the sum in ``Ap``). Linear in the stored values: the product for a
+    whole row is the sum of the products of its pieces by the fixed side's block, which is how the
+    distributed engine solves a block without ever holding the whole other side.
+    ``kernel``: ``"numba"`` (compiled, float32 like implicit's) or ``"numpy"`` (vectorised, by chunks).
     """
-    A0 = A0.astype(X.dtype, copy=False)
+    F = np.ascontiguousarray(F, dtype=np.float32)
+    V = np.ascontiguousarray(V, dtype=np.float32)
+    if out is None:
+        out = np.zeros((C.shape[0], F.shape[1]), dtype=np.float32)
+    if C.nnz == 0:
+        return out
+    data = C.data.astype(np.float32, copy=False)
+    if kernel == "numba":
+        _products_numba(C.indptr, C.indices, data, F, V, bool(residual), out)
+        return out
     for lo, hi in _row_chunks(C.indptr):
-        sub = C[lo:hi]
-        x = X[lo:hi]
-        counts = np.diff(sub.indptr)
-        empty = counts == 0
+        a, b = C.indptr[lo], C.indptr[hi]
+        counts = np.diff(C.indptr[lo : hi + 1])
         rows = np.repeat(np.arange(hi - lo), counts)
-        cols = sub.indices
-        c = sub.data.astype(X.dtype)
-        conf = np.abs(c)
-        wgt = conf - 1
-        pos = np.where(c > 0, c, 0).astype(X.dtype)
-        Yi = Y[cols]
-
-        def spmm(values, _indices=sub.indices, _indptr=sub.indptr, _shape=sub.shape):
-            return sp.csr_matrix((values, _indices, _indptr), shape=_shape) @ Y
-
-        dots = np.einsum("nk,nk->n", Yi, x[rows])
-        r = -(x @ A0) + spmm(pos - wgt * dots)
-        p = r.copy()
-        rsold = np.einsum("uk,uk->u", r, r)
-        active = (rsold >= 1e-20) & ~empty
-        for _ in range(cg_steps):
-            if not active.any():
-                break
-            Ap = p @ A0 + spmm(wgt * np.einsum("nk,nk->n", Yi, p[rows]))
-            denom = np.einsum("uk,uk->u", p, Ap)
-            alpha = np.where(active, rsold / np.where(active, denom, 1), 0).astype(X.dtype)
-            x += alpha[:, None] * p
-            r -= alpha[:, None] * Ap
-            rsnew = np.einsum("uk,uk->u", r, r)
-            active &= rsnew >= 1e-20
-            beta = np.where(active, rsnew / np.where(rsold > 0, rsold, 1), 0).astype(X.dtype)
-            p = r + beta[:, None] * p
-            rsold = np.where(active, rsnew, rsold)
-        x[empty] = 0
-        X[lo:hi] = x
+        cols, c = C.indices[a:b], data[a:b]
+        dots = np.einsum("nk,nk->n", F[cols], V[lo:hi][rows])
+        w = (np.where(c > 0, c, 0) - (np.abs(c) - 1) * dots) if residual else (np.abs(c) - 1) * dots
+        sub = sp.csr_matrix(
+            (w.astype(np.float32), cols, C.indptr[lo : hi + 1] - a), shape=(hi - lo, C.shape[1])
+        )
+        out[lo:hi] += sub @ F
+    return out
 
 
-def solve_block(C, X, Y, regularization, cg_steps, kernel, num_threads=1, gram=None):
-    """New factors of a block of rows given the other side's factors ``Y`` (input left untouched)."""
-    X = np.array(X, dtype=np.float32, copy=True)
+def _rowdot(a, b):
+    return np.einsum("uk,uk->u", a, b)
+
+
+def cg_start(X: np.ndarray, A0: np.ndarray, nonempty: np.ndarray, *stored) -> dict:
+    """implicit's CG start for a block of rows: ``r = -A0 x + sum(stored)``, ``p = r``.
+
+    ``stored``: the :func:`products` (``residual=True``) of the block's pieces, summed here. Rows with
+    no stored values, or a residual below 1e-20, are inactive from the start (as in implicit).
+    """
+    x = np.array(X, dtype=np.float32, copy=True)
+    r = _sum(stored, x.shape) - x @ A0
+    rsold = _rowdot(r, r)
+    return {"x": x, "r": r, "p": r.copy(), "rsold": rsold, "active": (rsold >= 1e-20) & nonempty}
+
+
+def cg_step(state: dict, A0: np.ndarray, *stored, last: bool = False) -> dict:
+    """One CG step of every active row, with ``Ap = A0 p + sum(stored)`` (``residual=False`` products)."""
+    x, r, p, rsold, active = state["x"], state["r"], state["p"], state["rsold"], state["active"].copy()
+    Ap = _sum(stored, p.shape) + p @ A0
+    denom = _rowdot(p, Ap)
+    alpha = np.where(active, rsold / np.where(active, denom, 1), 0).astype(np.float32)
+    x = x + alpha[:, None] * p
+    r = r - alpha[:, None] * Ap
+    if last:
+        return {"x": x, "r": r, "p": p, "rsold": rsold, "active": active}
+    rsnew = _rowdot(r, r)
+    active &= rsnew >= 1e-20
+    beta = np.where(active, rsnew / np.where(rsold > 0, rsold, 1), 0).astype(np.float32)
+    return {
+        "x": x,
+        "r": r,
+        "p": r + beta[:, None] * p,
+        "rsold": np.where(active, rsnew, rsold),
+        "active": active,
+    }
+
+
+def cg_direction(state: dict) -> np.ndarray:
+    return state["p"]
+
+
+def cg_result(state: dict, nonempty: np.ndarray) -> np.ndarray:
+    """The solved rows; rows without stored values are zero (as in implicit)."""
+    x = state["x"]
+    x[~nonempty] = 0
+    return x
+
+
+def _sum(parts, shape):
+    if not parts:
+        return np.zeros(shape, dtype=np.float32)
+    out = np.array(parts[0], dtype=np.float32, copy=True)
+    for part in parts[1:]:
+        out += part
+    return out
+
+
+def a0(G: np.ndarray, regularization: float) -> np.ndarray:
+    """``G + regularization * I`` in float32 (``G``: the fixed side's Gram matrix)."""
+    return (np.asarray(G, dtype=np.float64) + regularization * np.eye(len(G))).astype(np.float32)
+
+
+def nonempty_rows(C: sp.csr_matrix) -> np.ndarray:
+    return np.diff(C.indptr) > 0
+
+
+def solve_block(C, X, Y, regularization, cg_steps, kernel="numba", gram=None):
+    """implicit's conjugate-gradient update of the rows of ``X`` given ``Y`` (a new array).
+
+    The same arithmetic as the distributed engine's, with the other side in one piece:
+    :func:`cg_start`, then ``cg_steps`` :func:`cg_step`, each from :func:`products`.
+    """
     Y = np.ascontiguousarray(Y, dtype=np.float32)
-    if kernel == "implicit":
-        from implicit.cpu import _als
+    A0 = a0(Y.astype(np.float64).T @ Y if gram is None else gram, regularization)
+    C = C.tocsr()
+    nonempty = nonempty_rows(C)
+    state = cg_start(X, A0, nonempty, products(C, Y, X, True, kernel=kernel))
+    for step in range(cg_steps):
+        state = cg_step(
+            state, A0, products(C, Y, state["p"], False, kernel=kernel), last=step == cg_steps - 1
+        )
+    return cg_result(state, nonempty)
 
-        _als.least_squares_cg(C, X, Y, regularization, num_threads=num_threads, cg_steps=cg_steps)
-    else:
-        gram = Y.T @ Y if gram is None else gram
-        A0 = (gram + regularization * np.eye(Y.shape[1])).astype(np.float32)
-        cg_numpy(C, X, Y, A0, cg_steps)
-    return X
+
+def loss_nonzeros(C: sp.csr_matrix, F: np.ndarray, V: np.ndarray):
+    """The stored values' part of implicit's loss for rows ``V`` against columns ``F``:
+    ``(sum ((|c|-1) d^2 - 2 c+ d + |c|), sum |c|, nnz)`` in float64, ``d = F[f] . V[s]``."""
+    num, total_conf = 0.0, 0.0
+    for lo, hi in _row_chunks(C.indptr):
+        a, b = C.indptr[lo], C.indptr[hi]
+        rows = np.repeat(np.arange(lo, hi), np.diff(C.indptr[lo : hi + 1]))
+        c = C.data[a:b].astype(np.float64)
+        conf = np.abs(c)
+        dots = np.einsum(
+            "nk,nk->n", np.asarray(F[C.indices[a:b]], dtype=np.float64), np.asarray(V[rows], dtype=np.float64)
+        )
+        num += float(np.sum((conf - 1) * dots * dots - 2 * np.where(c > 0, c, 0) * dots + conf))
+        total_conf += float(conf.sum())
+    return num, total_conf, int(C.nnz)
 
 
 def loss_parts(C: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, gram: np.ndarray, regularization: float):
@@ -159,19 +260,16 @@ def loss_parts(C: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, gram: np.ndarray,
     + regularization * |X_block|^2`` (in float64), so that
     ``loss = (sum of numerators + regularization * |Y|^2) / (total confidence + n_users n_items - nnz)``.
     """
-    X64 = X.astype(np.float64)
-    num = float(np.einsum("uk,uk->", X64 @ gram.astype(np.float64), X64))
-    total_conf = 0.0
-    for lo, hi in _row_chunks(C.indptr):
-        sub = C[lo:hi]
-        rows = np.repeat(np.arange(lo, hi), np.diff(sub.indptr))
-        c = sub.data.astype(np.float64)
-        conf = np.abs(c)
-        dots = np.einsum("nk,nk->n", Y[sub.indices].astype(np.float64), X64[rows])
-        num += float(np.sum((conf - 1) * dots * dots - 2 * np.where(c > 0, c, 0) * dots + conf))
-        total_conf += float(conf.sum())
-    num += regularization * float(np.einsum("uk,uk->", X64, X64))
-    return num, total_conf, int(C.nnz)
+    num, total_conf, nnz = loss_nonzeros(C, Y, X)
+    return num + loss_quadratic(X, gram, regularization), total_conf, nnz
+
+
+def loss_quadratic(X: np.ndarray, gram: np.ndarray, regularization: float) -> float:
+    """``sum_u x_u^T G x_u + regularization |X|^2`` of a block (float64)."""
+    X64 = np.asarray(X, dtype=np.float64)
+    return float(
+        np.einsum("uk,uk->", X64 @ np.asarray(gram, dtype=np.float64), X64)
+    ) + regularization * float(np.einsum("uk,uk->", X64, X64))
 
 
 def loss_total(parts, Y, regularization: float, n_users: int, n_items: int) -> float:

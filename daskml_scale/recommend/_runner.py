@@ -37,6 +37,19 @@ class Runner:
             return 1
         return max(1, sum(self.client.nthreads().values()))
 
+    def n_workers(self) -> int:
+        """Workers that ``submit_to`` deals blocks over (1 without a client)."""
+        if self.client is None:
+            return 1
+        self._worker_list()
+        return max(1, len(self._workers))
+
+    def _worker_list(self) -> list:
+        workers = getattr(self, "_workers", None)
+        if workers is None:
+            workers = self._workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return workers
+
     def submit(self, fn, *args, **kwargs):
         if self.client is None:
             return fn(*args, **kwargs)
@@ -47,9 +60,7 @@ class Runner:
         sorted by address); another worker runs it if that one is gone."""
         if self.client is None:
             return fn(*args, **kwargs)
-        workers = getattr(self, "_workers", None)
-        if workers is None:
-            workers = self._workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        workers = self._worker_list()
         if not workers:
             return self.client.submit(fn, *args, pure=False, **kwargs)
         return self.client.submit(
