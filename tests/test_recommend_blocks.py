@@ -67,7 +67,7 @@ def test_half_step_over_pieces_equals_whole_solve(kernel):
     Y = K.init_factors(np.arange(n_items), k, 0, 1) * 30
     u_off, i_off = np.array([0, 100, 101, 300]), np.array([0, 150, 200])
     # item blocks hold their confidences (items x users) cut by user block: pieces[j][b]
-    pieces = [B.split_pieces(C.T.tocsr()[i_off[j] : i_off[j + 1]], u_off) for j in range(2)]
+    pieces = [B.split_pieces(C.T.tocsr()[i_off[j] : i_off[j + 1]], u_off, k) for j in range(2)]
     assert all(pieces[j][b].shape == (u_off[b + 1] - u_off[b], i_off[j + 1] - i_off[j])
                for j in range(2) for b in range(3))  # fmt: skip
     assert sum(P.nnz for ps in pieces for P in ps) == C.nnz

@@ -405,8 +405,12 @@ class ALSRecommender(BaseEstimator):
         nonempty_u = [at(b, K.nonempty_rows, C) for b, C in enumerate(users)]
         nonempty_i = [at(j, K.nonempty_rows, C) for j, C in enumerate(items)]
         # each block's confidences cut by the other side's blocks; they stay beside this side's factors
-        pieces_u = [at(b, B.split_pieces, C, bm.item_offsets) for b, C in enumerate(users)]  # items x users_b
-        pieces_i = [at(j, B.split_pieces, C, bm.user_offsets) for j, C in enumerate(items)]  # users x items_j
+        pieces_u = [
+            at(b, B.split_pieces, C, bm.item_offsets, k) for b, C in enumerate(users)
+        ]  # items x users_b
+        pieces_i = [
+            at(j, B.split_pieces, C, bm.user_offsets, k) for j, C in enumerate(items)
+        ]  # users x items_j
         del users, items
         n_iter, cg = int(self.iterations), int(self.cg_steps)
         layout = self._layout(bm)
