@@ -1,33 +1,23 @@
-"""Exact top-k of ``queries @ items.T`` in bounded memory: float32 item tiles and a running merge.
+"""Exact top-k of ``queries @ items.T`` in bounded memory: float32 item tiles and a running top-k.
 
 One call scores a block of query rows (users, or items for similar items) against every item without
 ever forming the ``rows x n_items`` matrix: a batch of rows times one tile of items (float32 GEMM
-into one reused buffer), the seen pairs of that tile set to ``-inf``, then only the scores that can
-still reach the row's top ``k`` leave the tile:
-
-* a lower bound of the tile's k-th score per row: the tile's columns are cut into ``nb >= k``
-  strided groups; the k-th largest of the ``nb`` group maxima is a score of the row, so at least
-  ``k`` scores reach it. Only groups whose maximum reaches the bound are read again (~``k`` of
-  ``nb``): ~12 candidates per row and tile for ``k=10`` (measured), not the tile's 16k columns;
-* the running k-th score of the row (earlier tiles): a later tile's item must beat it strictly,
-  because its column is larger (ties go to the smaller column).
-
-The candidates of a tile are merged into the running top-k by one ``lexsort`` on (row, -score,
-column): the result is the exact top ``k`` by score descending, ties by column ascending, whatever
-the tiling (no ``argpartition`` picking among equal scores at the boundary).
+into one reused buffer), the seen pairs of that tile set to ``-inf``, then one compiled pass over
+the tile (:func:`_scan_tile`) merges its scores into each row's running top ``k``: a score enters
+only when it beats the row's k-th strictly (a later column loses a tie) or the row is not full,
+so after the first tile almost every score costs one comparison. The result is the exact top ``k``
+by score descending, ties by column ascending, whatever the tiling.
 
 Memory per call: the batch x tile buffer, sized from the task's memory budget (config
 ``daskml_scale.topn.task_memory``, default 256 MiB, capped at a quarter of a Dask worker's memory per
-thread) so that even the worst case, every score of a tile equal (all-zero vectors), stays within
-it (measured peak: 172 MiB of 256, 43 of 64, 11.5 of 16; 14 MiB at 256 MiB for ordinary scores);
-plus the running top-k and the output (``rows x k``). The factor matrices are the caller's (shared
-by a worker's tasks). BLAS runs on one thread: a Dask worker runs one task per core, and these
-small GEMMs were 5-25x slower with two BLAS threads on a busy machine.
+thread; ``_BYTES_PER_SCORE`` per score, a margin kept from an earlier candidate merge whose worst
+case, all scores tied, needed it), plus the running top-k and the output (``rows x k``). The factor
+matrices are the caller's (shared by a worker's tasks). BLAS runs on one thread: a Dask worker runs
+one task per core, and these small GEMMs were 5-25x slower with two BLAS threads on a busy machine.
 
-Speed (one thread, 20k users x 50k items, top 10, seen pairs 0.1%, same runs on this busy 2-core
-machine): 64 factors 7.6-7.8 s against 5.9-7.8 s for implicit's compiled ``topk`` (whole catalogue
-per call, ties in no defined order), 16 factors 4.2-4.6 s against 4.3 s; the GEMM is about half.
-``np.argpartition`` over each row instead of the bound: 2.5x slower (8 ns per score).
+Speed (one thread, 20k users x 50k items, 64 factors, top 10, seen pairs 0.1%): 3.0 s against
+4.4 s for implicit's compiled ``topk`` (whole catalogue per call, no seen pairs, ties in no defined
+order); the lexsort merge of strided-group candidates this replaced took 7.6-7.8 s.
 """
 
 from __future__ import annotations
@@ -36,6 +26,7 @@ import threading
 from contextlib import contextmanager
 
 import dask
+import numba
 import numpy as np
 import scipy.sparse as sp
 from dask.utils import parse_bytes
@@ -51,8 +42,6 @@ _MIN_TASK_MEMORY = 1 << 20
 _BYTES_PER_SCORE = 96
 _FAST_TILE_SCORES = 1 << 22  # 16 MiB of float32 scores: beyond this no faster (measured)
 _TILE_ITEMS = 16_384  # items per tile: 256 query rows per batch at the fast size
-_GROUPS_PER_K = 16  # strided groups per tile for the k-th score bound: 16 k (k=10: 160)
-_F32_LOWEST = np.float32(np.finfo(np.float32).min)
 
 
 def task_memory(value=None) -> int:
@@ -144,33 +133,6 @@ def top_k_merge(r, c, v, k: int):
     return r[keep], c[keep], v[keep], pos[keep] + 1
 
 
-def _candidates(S: np.ndarray, floor: np.ndarray, k: int):
-    """Scores of ``S`` (rows x tile) that may be in their row's top ``k``: ``(row, col, score)``.
-
-    ``floor``: per row, scores below it are not wanted (the running k-th score, or the lowest
-    float32 to drop ``-inf``). The bound from the strided group maxima raises it further.
-    """
-    m, t = S.shape
-    nb = min(_GROUPS_PER_K * k, t // 4)
-    if nb < k:  # a tile too narrow for the bound (few items, or a large k): every score is read
-        thr = floor
-        r, c = np.nonzero(S >= thr[:, None])
-        return r, c, S[r, c]
-    w = t // nb
-    L = w * nb
-    S3 = S[:, :L].reshape(m, w, nb)  # group j: columns j, j + nb, j + 2 nb, ...
-    gmax = S3.max(axis=1)
-    thr = np.maximum(np.partition(gmax, nb - k, axis=1)[:, nb - k], floor)
-    rb, jb = np.nonzero(gmax >= thr[:, None])
-    G = S3[rb, :, jb]  # (groups kept, w)
-    gi, ii = np.nonzero(G >= thr[rb][:, None])
-    r, c, v = rb[gi], ii * nb + jb[gi], G[gi, ii]
-    if L < t:  # the columns past the last whole group
-        rt, ct = np.nonzero(S[:, L:] >= thr[:, None])
-        r, c, v = np.concatenate([r, rt]), np.concatenate([c, ct + L]), np.concatenate([v, S[rt, L + ct]])
-    return r, c, v
-
-
 def _seen_by_column(seen: sp.csr_matrix | None, a: int, b: int):
     """Seen (row, col) pairs of rows ``a:b`` sorted by column, or None."""
     if seen is None:
@@ -215,17 +177,47 @@ def tiled_top_n(queries, items, n: int, seen: sp.csr_matrix | None = None, *, bu
         return _tiled(queries, items, k, seen, rows_b, tile)
 
 
+@numba.njit(cache=True, nogil=True)
+def _scan_tile(S, lo, top_v, top_c, count):  # pragma: no cover - compiled
+    """Merge a tile's scores (columns ``lo + c``) into each row's running top ``k``.
+
+    ``top_v``/``top_c`` hold each row's best ``count[r]`` scores, descending, ties by column
+    ascending. A score enters only if it beats the row's k-th strictly (a later column loses a tie)
+    or the row is not full; ``-inf`` (seen pairs) and NaN never enter.
+    """
+    m, t = S.shape
+    k = top_v.shape[1]
+    for r in range(m):
+        cnt = count[r]
+        thr = top_v[r, k - 1] if cnt == k else -np.inf
+        for c in range(t):
+            v = S[r, c]
+            if v > thr:
+                j = cnt if cnt < k else k - 1
+                while j > 0 and top_v[r, j - 1] < v:
+                    top_v[r, j] = top_v[r, j - 1]
+                    top_c[r, j] = top_c[r, j - 1]
+                    j -= 1
+                top_v[r, j] = v
+                top_c[r, j] = lo + c
+                if cnt < k:
+                    cnt += 1
+                if cnt == k:
+                    thr = top_v[r, k - 1]
+        count[r] = cnt
+
+
 def _tiled(queries, items, k, seen, rows_b, tile):
     m, n_items = len(queries), len(items)
-    z = np.zeros(0, dtype=np.int64)
     buf = np.empty(rows_b * tile, dtype=np.float32)
     out = []
     for a in range(0, m, rows_b):
         b = min(a + rows_b, m)
         q = np.ascontiguousarray(queries[a:b], dtype=np.float32)
         seen_b = _seen_by_column(seen, a, b)
-        run = (z, z, np.zeros(0, dtype=np.float32), z)
-        floor = np.full(b - a, _F32_LOWEST, dtype=np.float32)
+        top_v = np.full((b - a, k), -np.inf, dtype=np.float32)
+        top_c = np.zeros((b - a, k), dtype=np.int64)
+        count = np.zeros(b - a, dtype=np.int64)
         for lo in range(0, n_items, tile):
             hi = min(lo + tile, n_items)
             S = buf[: (b - a) * (hi - lo)].reshape(b - a, hi - lo)
@@ -233,13 +225,11 @@ def _tiled(queries, items, k, seen, rows_b, tile):
             if seen_b is not None:
                 i0, i1 = np.searchsorted(seen_b[1], (lo, hi))
                 S[seen_b[0][i0:i1], seen_b[1][i0:i1] - lo] = -np.inf
-            r, c, v = _candidates(S, floor, k)
-            if len(r) == 0:
-                continue
-            run = top_k_merge(
-                np.concatenate([run[0], r]), np.concatenate([run[1], c + lo]), np.concatenate([run[2], v]), k
-            )
-            full = run[3] == k  # rows holding k items: a later item must beat the k-th strictly
-            floor[run[0][full]] = np.nextafter(run[2][full], np.float32(np.inf))
-        out.append((run[0] + a, run[1], run[2].astype(np.float64), run[3]))
+            _scan_tile(S, lo, top_v, top_c, count)
+        keep = np.arange(k)[None, :] < count[:, None]
+        rows = np.broadcast_to(np.arange(a, b)[:, None], (b - a, k))[keep]
+        ranks = np.broadcast_to(np.arange(1, k + 1)[None, :], (b - a, k))[keep]
+        out.append(
+            (rows.astype(np.int64), top_c[keep], top_v[keep].astype(np.float64), ranks.astype(np.int64))
+        )
     return tuple(np.concatenate(parts) for parts in zip(*out, strict=True))
