@@ -59,7 +59,7 @@ def test_factorize_refuses_bad_rows_with_counts():
 
 
 @pytest.mark.parametrize("kernel", ["numba", "numpy"])
-def test_half_step_over_pieces_equals_whole_solve(kernel):
+def test_half_step_over_pieces_equals_whole_solve(kernel, monkeypatch):
     """Every block of one side solved from pieces held with the other side's blocks, as in one piece."""
     n_users, n_items, k = 300, 200, 8
     C = sp.random(n_users, n_items, density=0.05, random_state=1, format="csr", dtype=np.float32) * 5
@@ -78,6 +78,15 @@ def test_half_step_over_pieces_equals_whole_solve(kernel):
     expected = K.solve_block(C, X, Y, 0.1, 3, kernel)
     # measured 2e-7 of the largest factor (partial sums added in another order)
     np.testing.assert_allclose(np.concatenate(got), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    # the other mode: the item blocks brought whole to each user block's task, solved by row chunks
+    monkeypatch.setattr(B, "WHOLE_CHUNK_BYTES", 4 * k * 7)  # 7 rows a chunk
+    whole = [B.whole_piece(C[u_off[b] : u_off[b + 1]], k) for b in range(3)]
+    assert [len(w) for w in whole] == [15, 1, 29]
+    got = B.half_step_gathered(Runner(None), whole, Yb, Xb, nonempty, 0.1, 3, kernel)
+    # measured up to 1.1e-5 of the largest factor: BLAS rounds x @ A0 differently for 7-row chunks
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=0, atol=5e-5 * np.abs(expected).max())
+    assert B.gather_mode(200, 300, k, 1e9) and not B.gather_mode(300, 200, k, 1e9)
+    assert not B.gather_mode(200, 300, k, 4 * k * 199)  # over the memory budget
 
 
 def test_sparse_fit_matches_implicit_engine():

@@ -357,6 +357,54 @@ def test_distributed_als_fit_resumes_from_checkpoint_after_worker_kill(
     np.testing.assert_array_equal(model.item_factors_, calm.item_factors_)
 
 
+def test_distributed_als_restarts_from_checkpoint_when_every_worker_is_lost(
+    deployment, on_deployment, data, tmp_path
+):
+    """Both worker processes killed after the 3rd iteration's checkpoint: every block, every piece
+    and the factorize's outputs are gone, so Dask cannot recompute them. The attempt fails, the fit
+    waits for the nannies' new workers, factorizes the input again and continues from the last
+    checkpoint, not from iteration 0."""
+    import threading
+
+    from daskml_scale.recommend import ALSRecommender
+    from daskml_scale.recommend._checkpoint import latest
+
+    c = on_deployment
+    inter = dd.read_parquet(str(data.interactions))
+    ck = tmp_path / "als-checkpoint"
+    kw = dict(factors=16, iterations=8, engine="distributed", random_state=0)
+    before = worker_pids(c)
+    killed = []
+
+    def kill_all_after_third_checkpoint():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = latest(ck) if (ck / "latest.json").exists() else None
+            if state is not None and state["iteration"] >= 3:
+                for pid in worker_pids(c).values():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, state["iteration"]))
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_all_after_third_checkpoint, daemon=True)
+    killer.start()
+    model = ALSRecommender(checkpoint=ck, checkpoint_every=1, **kw).fit(inter, client=c)
+    killer.join()
+    assert len(killed) == 2, killed
+    at = killed[0][1]
+    assert at < 8, "the kill came after the fit's last iteration"
+    deployment.wait_for_workers(2, client=c, timeout=60)
+    assert not {p for p, _ in killed} & set(worker_pids(c).values())
+    assert set(before.values()).isdisjoint(worker_pids(c).values())
+    # the fit went on from a checkpoint written before or at the kill, not from the initial factors
+    assert 3 <= model.resumed_from_ <= at + 1, (model.resumed_from_, at)
+    assert len(model.iteration_times_) == 8 and latest(ck)["iteration"] == 8
+    calm = ALSRecommender(**kw).fit(inter, client=c)
+    np.testing.assert_array_equal(model.user_factors_, calm.user_factors_)
+    np.testing.assert_array_equal(model.item_factors_, calm.item_factors_)
+
+
 # ------------------------------------------------------------------------- 4. bounded chaos
 @pytest.fixture(scope="module")
 def chaos_data(tmp_path_factory):

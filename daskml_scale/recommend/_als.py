@@ -41,7 +41,13 @@ from ._matrix import (
     check_interactions,
 )
 from ._runner import Runner, worker_threads
-from ._sizing import AUTO_MEMORY_SHARE, auto_blocks, implicit_memory, smallest_worker_memory
+from ._sizing import (
+    AUTO_MEMORY_SHARE,
+    GATHER_MEMORY_SHARE,
+    auto_blocks,
+    implicit_memory,
+    smallest_worker_memory,
+)
 
 __all__ = ["ALSRecommender"]
 
@@ -404,13 +410,24 @@ class ALSRecommender(BaseEstimator):
         max_conf = max(runner.gather([s(B.max_conf, C) for C in users]), default=0.0)  # small
         nonempty_u = [at(b, K.nonempty_rows, C) for b, C in enumerate(users)]
         nonempty_i = [at(j, K.nonempty_rows, C) for j, C in enumerate(items)]
-        # each block's confidences cut by the other side's blocks; they stay beside this side's factors
-        pieces_u = [
-            at(b, B.split_pieces, C, bm.item_offsets, k) for b, C in enumerate(users)
-        ]  # items x users_b
-        pieces_i = [
-            at(j, B.split_pieces, C, bm.user_offsets, k) for j, C in enumerate(items)
-        ]  # users x items_j
+        # each half-step moves the smaller side: the fixed side whole to the solved blocks when it is
+        # small enough (gather), else the solved blocks' vectors to where the fixed blocks' pieces are
+        budget = GATHER_MEMORY_SHARE * smallest_worker_memory(runner)
+        gather_u = B.gather_mode(bm.n_items, bm.n_users, k, budget)  # user step: items to user blocks
+        gather_i = B.gather_mode(bm.n_users, bm.n_items, k, budget) and not gather_u
+        # what each step reads stays beside the factors it does not move
+        whole_u = [at(b, B.whole_piece, C, k) for b, C in enumerate(users)] if gather_u else None
+        whole_i = [at(j, B.whole_piece, C, k) for j, C in enumerate(items)] if gather_i else None
+        pieces_u = (
+            None if gather_i else [at(b, B.split_pieces, C, bm.item_offsets, k) for b, C in enumerate(users)]
+        )
+        pieces_i = (
+            None if gather_u else [at(j, B.split_pieces, C, bm.user_offsets, k) for j, C in enumerate(items)]
+        )
+        self.half_steps_ = {
+            "users": "gather" if gather_u else "partial",
+            "items": "gather" if gather_i else "partial",
+        }
         del users, items
         n_iter, cg = int(self.iterations), int(self.cg_steps)
         layout = self._layout(bm)
@@ -429,8 +446,11 @@ class ALSRecommender(BaseEstimator):
         ck = self.checkpoint if self.checkpoint is not None else self._resume
         self._resumable = ck is not None  # a restart after a lost worker resumes from it
 
-        def half(pieces, F, T, nonempty, side, it):
-            new = B.half_step(runner, pieces, F, T, nonempty, reg, cg, kernel)
+        def half(whole, pieces, F, T, nonempty, side, it):
+            if whole is not None:
+                new = B.half_step_gathered(runner, whole, F, T, nonempty, reg, cg, kernel)
+            else:
+                new = B.half_step(runner, pieces, F, T, nonempty, reg, cg, kernel)
             bad = sum(runner.gather([s(B.n_nonfinite, x) for x in new]))  # small: a count per block
             if bad:
                 n = bm.n_users if side == "users" else bm.n_items
@@ -439,11 +459,14 @@ class ALSRecommender(BaseEstimator):
 
         for it in range(start + 1, n_iter + 1):
             t = time.perf_counter()
-            X = half(pieces_i, Y, X, nonempty_u, "users", it)
-            Y = half(pieces_u, X, Y, nonempty_i, "items", it)
+            X = half(whole_u, pieces_i, Y, X, nonempty_u, "users", it)
+            Y = half(whole_i, pieces_u, X, Y, nonempty_i, "items", it)
             times.append(time.perf_counter() - t)
             if self.compute_loss:
-                losses.append(B.loss(runner, pieces_u, X, Y, reg, bm.n_users, bm.n_items))
+                if pieces_u is not None:  # user blocks hold pieces: item blocks travel to them
+                    losses.append(B.loss(runner, pieces_u, X, Y, X, Y, reg, bm.n_users, bm.n_items))
+                else:
+                    losses.append(B.loss(runner, pieces_i, Y, X, X, Y, reg, bm.n_users, bm.n_items))
             if ck is not None and (it % int(self.checkpoint_every) == 0 or it == n_iter):
                 write_checkpoint(runner, ck, self.storage_options, it, X, Y,
                                  {"layout": layout, "losses": losses, "times": times})  # fmt: skip

@@ -32,7 +32,9 @@ __all__ = [
     "loss",
     "max_conf",
     "on_cluster",
+    "gather_mode",
     "half_step",
+    "half_step_gathered",
     "partial_products",
     "split_pieces",
     "tree_sum",
@@ -159,24 +161,79 @@ def half_step(runner, pieces, F, T, nonempty, regularization, cg_steps, kernel):
     return [at(t, K.cg_result, st, nonempty[t]) for t, st in enumerate(state)]
 
 
-def loss(runner, pieces_u, X, Y, regularization, n_users, n_items) -> float:
+def gather_mode(n_fixed: int, n_solved: int, factors: int, budget: float) -> bool:
+    """Whether a half-step should bring the fixed side to the solved blocks (``True``) rather than
+    send the solved blocks' vectors to the fixed side (:func:`half_step`).
+
+    The smaller side moves: the fixed side when it has no more rows than the solved side and its
+    factors (``4 * factors`` bytes a row) fit ``budget``, the memory one task may hold for it.
+    """
+    return n_fixed <= n_solved and 4.0 * factors * n_fixed <= budget
+
+
+def solve_gathered(whole, X, nonempty, A0, cg_steps, kernel, *F):
+    """New factors of a block from its stored values against the whole fixed side (``whole``: row
+    chunks, see :func:`whole_piece`) and the fixed side's blocks ``F``, concatenated here.
+
+    The same CG arithmetic as :func:`half_step`, chunk by chunk of rows (rows are independent), so
+    the task holds the block, its result, the fixed side and one chunk's CG state.
+    """
+    Y = np.concatenate(F) if len(F) > 1 else np.ascontiguousarray(F[0])
+    out = np.empty(np.shape(X), dtype=np.float32)
+    for lo, hi, C in whole:
+        x, ne = X[lo:hi], nonempty[lo:hi]
+        state = K.cg_start(x, A0, ne, K.products(C, Y, x, True, kernel=kernel))
+        for step in range(cg_steps):
+            Ap = K.products(C, Y, state["p"], False, kernel=kernel)
+            state = K.cg_step(state, A0, Ap, last=step == cg_steps - 1)
+        out[lo:hi] = K.cg_result(state, ne)
+    return out
+
+
+def half_step_gathered(runner, whole, F, T, nonempty, regularization, cg_steps, kernel):
+    """Like :func:`half_step` with the fixed side ``F`` sent whole to each solved block's task
+    (``whole[t]``: block ``t``'s stored values against the whole fixed side). One task per block;
+    the fixed side is at most :func:`gather_mode`'s budget."""
+    at, s = runner.submit_to, runner.submit
+    A0 = s(K.a0, tree_sum(runner, [at(f, gram, Ff) for f, Ff in enumerate(F)]), regularization)
+    return [
+        at(t, solve_gathered, whole[t], Tt, nonempty[t], A0, cg_steps, kernel, *F) for t, Tt in enumerate(T)
+    ]
+
+
+def loss(runner, pieces, fixed, travel, X, Y, regularization, n_users, n_items) -> float:
     """implicit's training loss of the current factors, from per-block parts (small numbers).
 
-    ``pieces_u[b][j]``: the stored values between user block ``b`` and item block ``j``, held with
-    ``X[b]``; item blocks travel to them, one at a time, as in a half-step.
+    ``pieces[f][t]``: the stored values between block ``f`` of one side (held with ``fixed[f]``)
+    and block ``t`` of the other (``travel[t]``), as for a half-step; ``travel`` blocks go to them one
+    at a time. ``X``/``Y``: the user and item blocks.
     """
     at = runner.submit_to
     G = tree_sum(runner, [at(j, gram, F) for j, F in enumerate(Y)])
     parts = [at(b, K.loss_quadratic, Xb, G, regularization) for b, Xb in enumerate(X)]
-    slots = by_worker(runner, len(X))
+    slots = by_worker(runner, len(fixed))
     nz = [
-        at(w, loss_nonzeros, j, Yj, *[x for b in bs for x in (pieces_u[b], X[b])])
-        for j, Yj in enumerate(Y)
-        for w, bs in enumerate(slots)
+        at(w, loss_nonzeros, t, Vt, *[x for f in fs for x in (pieces[f], fixed[f])])
+        for t, Vt in enumerate(travel)
+        for w, fs in enumerate(slots)
     ]
     quad, nz, G = runner.gather([parts, nz, G])  # small: a few numbers per block and k x k
     parts = [(q, 0.0, 0) for q in quad] + list(nz)
     return K.loss_total(parts, float(np.trace(G)), regularization, n_users, n_items)
+
+
+WHOLE_CHUNK_BYTES = 8 << 20  # one row chunk's factors: its CG state is a few of these
+
+
+def whole_piece(C, factors: int) -> list:
+    """A block's own stored values against the whole other side, cut into chunks of rows (each a
+    tiled :class:`~daskml_scale.recommend._kernels.Piece`): ``[(row_lo, row_hi, piece), ...]``."""
+    C = sp.csr_matrix(C)
+    rows = max(1, WHOLE_CHUNK_BYTES // (4 * int(factors)))
+    n = C.shape[0]
+    return [
+        (lo, min(lo + rows, n), K.as_piece(C[lo : lo + rows], factors)) for lo in range(0, max(n, 1), rows)
+    ]
 
 
 def bm25_on_workers(runner, bm, conf):

@@ -155,3 +155,4 @@ def restart_on_worker_loss(runner, fit, owner: str):
                 if len(runner.client.scheduler_info(n_workers=-1)["workers"]) >= len(before):
                     break
                 time.sleep(0.5)
+            runner.refresh()  # restarted workers have new addresses: pin the blocks to them

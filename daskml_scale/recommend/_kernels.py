@@ -199,7 +199,8 @@ def cg_start(X: np.ndarray, A0: np.ndarray, nonempty: np.ndarray, *stored) -> di
     no stored values, or a residual below 1e-20, are inactive from the start (as in implicit).
     """
     x = np.array(X, dtype=np.float32, copy=True)
-    r = _sum(stored, x.shape) - x @ A0
+    r = _sum(stored, x.shape)
+    r -= x @ A0
     rsold = _rowdot(r, r)
     return {"x": x, "r": r, "p": r.copy(), "rsold": rsold, "active": (rsold >= 1e-20) & nonempty}
 
@@ -234,15 +235,15 @@ def _cg_step_rows(x, r, p, Ap, rsold, active, last):  # pragma: no cover - compi
 def cg_step(state: dict, A0: np.ndarray, *stored, last: bool = False) -> dict:
     """One CG step of every active row, with ``Ap = A0 p + sum(stored)`` (``residual=False`` products).
 
-    A row whose squared residual falls below 1e-20 stops, as in implicit. The state is not changed
-    in place (a recomputed task must find its inputs as they were).
+    A row whose squared residual falls below 1e-20 stops, as in implicit. The state's arrays are
+    updated in place and returned (three copies of a block saved per step). That is safe in the
+    engine: a step runs where its state lives, so a lost state is lost with its step's result and
+    Dask recomputes both from earlier keys; its direction's copies on other workers are not touched.
     """
-    p = state["p"]
-    Ap = _sum(stored, p.shape)
-    Ap += p @ A0
-    new = {name: np.array(state[name], copy=True) for name in ("x", "r", "p", "rsold", "active")}
-    _cg_step_rows(new["x"], new["r"], new["p"], Ap, new["rsold"], new["active"], bool(last))
-    return new
+    Ap = _sum(stored, state["p"].shape)
+    Ap += state["p"] @ A0
+    _cg_step_rows(state["x"], state["r"], state["p"], Ap, state["rsold"], state["active"], bool(last))
+    return state
 
 
 def cg_direction(state: dict) -> np.ndarray:

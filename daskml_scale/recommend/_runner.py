@@ -44,6 +44,10 @@ class Runner:
         self._worker_list()
         return max(1, len(self._workers))
 
+    def refresh(self) -> None:
+        """Forget the worker list (after workers were replaced: new addresses)."""
+        self.__dict__.pop("_workers", None)
+
     def _worker_list(self) -> list:
         workers = getattr(self, "_workers", None)
         if workers is None:

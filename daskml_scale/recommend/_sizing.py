@@ -10,7 +10,7 @@ import math
 
 from ..cluster import compute
 
-__all__ = ["AUTO_MEMORY_SHARE", "BLOCK_MEMORY_SHARE", "BLOCK_ROW_BYTES", "auto_blocks", "implicit_memory",
+__all__ = ["AUTO_MEMORY_SHARE", "BLOCK_MEMORY_SHARE", "GATHER_MEMORY_SHARE", "BLOCK_ROW_BYTES", "auto_blocks", "implicit_memory",
            "smallest_worker_memory"]  # fmt: skip
 
 # engine="auto": implicit on one worker while its matrix and factors take at most this share of the
@@ -21,6 +21,10 @@ AUTO_MEMORY_SHARE = 0.25
 # pieces it cuts and their temporaries), and the share of a worker's memory one block task may take
 BLOCK_ROW_BYTES = 64
 BLOCK_MEMORY_SHARE = 1 / 8
+
+# a half-step brings the other side's factors whole to each solved block when they are the smaller
+# side and take at most this share of the smallest worker's memory (one copy per task)
+GATHER_MEMORY_SHARE = 1 / 16
 
 
 def auto_blocks(runner, ddf) -> int:
