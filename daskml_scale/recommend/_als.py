@@ -7,9 +7,11 @@
 ``engine="distributed"``
     Users and items are cut into blocks by a distributed factorize; each block's confidences, cut
     by the other side's blocks, and its factors stay on one worker for the whole fit. Each
-    half-iteration runs implicit's conjugate-gradient update with its sums over stored values split
-    by block (:mod:`~daskml_scale.recommend._blocks`): vectors of one block at a time travel worker
-    to worker. No process ever holds the whole matrix or a whole side's factors.
+    half-iteration runs implicit's conjugate-gradient update and moves the smaller side
+    (:mod:`~daskml_scale.recommend._blocks`): the other side's factors whole to each block when they
+    are small, else each block's vectors to the other side's blocks, which return their shares of
+    the sums over stored values. No process holds the whole matrix, and no task more than one block
+    of the larger side.
 
 Both engines use implicit's objective: confidences ``c = alpha * f(w)``, weighted squared error
 ``sum c_ui (p_ui - x_u.y_i)^2`` over all pairs (``c = 1`` for unobserved ones) plus
@@ -185,6 +187,11 @@ class ALSRecommender(BaseEstimator):
         ``factors[b]`` of each block. The fitted model's factors stay where they were computed.
     engine_ : str
         The engine that ran (``"auto"`` resolved).
+    half_steps_ : dict
+        Distributed engine only: how each half-step ran, ``{"users": ..., "items": ...}``:
+        ``"gather"`` (the other side's factors brought whole to each block, when they are the smaller
+        side and fit 1/16 of a worker) or ``"partial"`` (the block's vectors sent to the other side's
+        blocks, which return their shares of the CG sums).
     resumed_from_ : int
         Iteration of the checkpoint the fit continued from (0: it started from the initial factors).
     user_ids_, item_ids_ : ndarray

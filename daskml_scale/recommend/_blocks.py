@@ -7,7 +7,9 @@ step of the other side's block ``t`` then needs, from this side, only a sum over
 (``Ap``, or the first residual), and that sum is a sum over this side's blocks: block ``t``'s
 vectors (its rows x k) travel to each worker, which adds the products of the blocks it holds
 (:func:`partial_products`), and the per-worker partials travel back to block ``t``'s worker, which
-takes the CG step (:func:`half_step`; Spark MLlib's ALS moves factor rows the other way).
+takes the CG step (:func:`half_step`; Spark MLlib's ALS moves factor rows the other way). When the
+fixed side is the smaller one and fits a task's memory budget, it is cheaper to bring it whole to
+each solved block instead (:func:`half_step_gathered`); :func:`gather_mode` decides.
 
 The fit's other work over blocks lives here too: confidences and BM25 statistics computed on the
 workers, the loss from per-block parts, tree sums of small results.
