@@ -15,6 +15,7 @@ Everything here works partition by partition:
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -194,6 +195,30 @@ def build_block(pieces, n_rows: int, n_cols: int) -> sp.csr_matrix:
     m.sort_indices()
     m.data = m.data.astype(np.float32, copy=False)
     return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_rows(rows, cols, indptr, out):  # pragma: no cover - compiled
+    pos = indptr[:-1].copy()
+    for j in range(len(rows)):
+        r = rows[j]
+        out[pos[r]] = cols[j]
+        pos[r] += 1
+
+
+def pattern_csr(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """The pattern of ``(rows, cols)`` as a CSR of ones, by one counting pass (linear).
+
+    Columns keep their input order within a row and duplicates are kept: for sets of pairs (seen
+    items) that are only looked up, not multiplied. ``build_block`` sorts and sums (~18x slower at
+    10M pairs: 1.1 s against 0.06 s).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    out = np.empty(len(rows), dtype=np.int32)
+    _fill_rows(rows, np.asarray(cols, dtype=np.int32), indptr, out)
+    return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), out, indptr), shape=(n_rows, n_cols))
 
 
 def bm25_stats_rows(block: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

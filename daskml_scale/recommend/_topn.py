@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from .. import schema as S
 from ..cluster import get_client
 from ..errors import ParameterError, SchemaError, check_fitted, check_in
-from ._matrix import block_bounds, build_block, check_interactions, index_partition, split_pieces
+from ._matrix import block_bounds, build_block, check_interactions, index_partition, pattern_csr, split_pieces
 from ._tiled import one_blas_thread, task_memory, tiled_top_n, top_k_merge
 
 __all__ = ["recommend_all", "recommend_new_users", "similar_items"]
@@ -236,9 +236,7 @@ def _seen_block(ids, pieces, item_ids):
     rows = pd.Index(ids).get_indexer(u)
     cols = pd.Index(item_ids).get_indexer(i)
     keep = (rows >= 0) & (cols >= 0)
-    return build_block(
-        [(rows[keep], cols[keep], np.ones(int(keep.sum()), np.float32))], len(ids), len(item_ids)
-    )
+    return pattern_csr(rows[keep], cols[keep], len(ids), len(item_ids))
 
 
 def _block_slice_recs(vectors, ids, lo, hi, seen, item_ids, V, n):
