@@ -178,12 +178,16 @@ def solve_gathered(whole, X, nonempty, A0, cg_steps, kernel, *F):
     chunks, see :func:`whole_piece`) and the fixed side's blocks ``F``, concatenated here.
 
     The same CG arithmetic as :func:`half_step`, chunk by chunk of rows (rows are independent), so
-    the task holds the block, its result, the fixed side and one chunk's CG state.
+    the task holds the block, the fixed side and one chunk's CG state. The new rows overwrite
+    ``X`` (one copy of the block saved): the fit submits a step only after every task that read the
+    block's previous factors has finished (the other side's step, the loss, the checkpoint), and a
+    lost block is lost with its old value, so Dask recomputes both from earlier keys.
     """
     Y = np.concatenate(F) if len(F) > 1 else np.ascontiguousarray(F[0])
-    out = np.empty(np.shape(X), dtype=np.float32)
+    own = isinstance(X, np.ndarray) and X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
+    out = X if own else np.array(X, dtype=np.float32)
     for lo, hi, C in whole:
-        x, ne = X[lo:hi], nonempty[lo:hi]
+        x, ne = out[lo:hi], nonempty[lo:hi]
         state = K.cg_start(x, A0, ne, K.products(C, Y, x, True, kernel=kernel))
         for step in range(cg_steps):
             Ap = K.products(C, Y, state["p"], False, kernel=kernel)
