@@ -86,6 +86,9 @@ def test_half_step_over_pieces_equals_whole_solve(kernel, monkeypatch):
     # measured up to 1.1e-5 of the largest factor: BLAS rounds x @ A0 differently for 7-row chunks
     np.testing.assert_allclose(np.concatenate(got), expected, rtol=0, atol=5e-5 * np.abs(expected).max())
     assert B.gather_mode(200, 300, k, 1e9) and not B.gather_mode(300, 200, k, 1e9)
+    # the Gram matrix by chunks of rows equals the whole product (float64)
+    monkeypatch.setattr(B, "GRAM_CHUNK_ROWS", 7)
+    np.testing.assert_allclose(B.gram(X), X.astype(np.float64).T @ X, rtol=1e-12)
     assert not B.gather_mode(200, 300, k, 4 * k * 199)  # over the memory budget
 
 

@@ -99,10 +99,18 @@ def loss_nonzeros(t: int, V: np.ndarray, *held):
     return tuple(sum(p[i] for p in parts) for i in range(3)) if parts else (0.0, 0.0, 0)
 
 
+GRAM_CHUNK_ROWS = 1 << 16
+
+
 def gram(F: np.ndarray) -> np.ndarray:
-    """``F^T F`` in float64."""
-    F = np.asarray(F, dtype=np.float64)
-    return F.T @ F
+    """``F^T F`` in float64, by chunks of rows (a float64 copy of a whole block would double it)."""
+    F = np.asarray(F)
+    k = F.shape[1] if F.ndim == 2 else 0
+    G = np.zeros((k, k), dtype=np.float64)
+    for lo in range(0, len(F), GRAM_CHUNK_ROWS):
+        c = np.asarray(F[lo : lo + GRAM_CHUNK_ROWS], dtype=np.float64)
+        G += c.T @ c
+    return G
 
 
 def add(*grams):

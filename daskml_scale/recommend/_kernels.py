@@ -321,11 +321,15 @@ def loss_parts(C: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, gram: np.ndarray,
 
 
 def loss_quadratic(X: np.ndarray, gram: np.ndarray, regularization: float) -> float:
-    """``sum_u x_u^T G x_u + regularization |X|^2`` of a block (float64)."""
-    X64 = np.asarray(X, dtype=np.float64)
-    return float(
-        np.einsum("uk,uk->", X64 @ np.asarray(gram, dtype=np.float64), X64)
-    ) + regularization * float(np.einsum("uk,uk->", X64, X64))
+    """``sum_u x_u^T G x_u + regularization |X|^2`` of a block (float64, by chunks of rows)."""
+    G = np.asarray(gram, dtype=np.float64)
+    total = 0.0
+    for lo in range(0, len(X), INIT_CHUNK):
+        X64 = np.asarray(X[lo : lo + INIT_CHUNK], dtype=np.float64)
+        total += float(np.einsum("uk,uk->", X64 @ G, X64)) + regularization * float(
+            np.einsum("uk,uk->", X64, X64)
+        )
+    return total
 
 
 def loss_total(parts, Y, regularization: float, n_users: int, n_items: int) -> float:
