@@ -256,3 +256,43 @@ def test_auto_blocks_bounded_by_worker_memory(client, monkeypatch):
     assert got >= expected and got % 2 == 0 and got - expected < 2
     m = ALSRecommender(iterations=1, engine="distributed").fit(ddf, client=client)
     assert m.user_blocks_.n_blocks == got and m.item_blocks_.n_blocks == got
+
+
+def test_fit_restarts_from_checkpoint_when_an_attempt_fails(client, tmp_path):
+    """The restart path itself: the running fit's iteration tasks are cancelled (for every client,
+    as when their data is lost for good) after its 3rd checkpoint; the attempt fails with a
+    cancelled future, and the fit factorizes the input again and continues from the checkpoint."""
+    from distributed import Future
+
+    ddf = _interactions()
+    kw = dict(factors=6, regularization=0.1, engine="distributed", n_blocks=2, iterations=30)
+    ck = tmp_path / "ck"
+    cancelled = []
+
+    def iteration_keys(dask_scheduler):
+        stages = ("cg_", "solve_gathered", "partial_products", "gram", "n_nonfinite", "write_block")
+        return [str(k) for k, ts in dask_scheduler.tasks.items()
+                if ts.state in ("memory", "processing", "waiting", "queued")
+                and any(s in str(k) for s in stages)]  # fmt: skip
+
+    def cancel_after_third_checkpoint():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = _als.latest(ck) if (ck / "latest.json").exists() else None
+            if state is not None and state["iteration"] >= 3:
+                keys = client.run_on_scheduler(iteration_keys)
+                client.cancel([Future(k, client) for k in keys], force=True)
+                cancelled.append((state["iteration"], len(keys)))
+                return
+            time.sleep(0.002)
+
+    t = threading.Thread(target=cancel_after_third_checkpoint, daemon=True)
+    t.start()
+    model = ALSRecommender(checkpoint=ck, checkpoint_every=1, **kw).fit(ddf, client=client)
+    t.join()
+    assert cancelled and cancelled[0][1] > 0 and cancelled[0][0] < 30, cancelled
+    assert 3 <= model.resumed_from_ <= cancelled[0][0] + 1, (model.resumed_from_, cancelled)
+    assert len(model.iteration_times_) == 30
+    whole = ALSRecommender(**kw).fit(ddf, client=client)
+    np.testing.assert_array_equal(model.user_factors_, whole.user_factors_)
+    np.testing.assert_array_equal(model.item_factors_, whole.item_factors_)
