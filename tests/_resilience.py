@@ -234,6 +234,25 @@ class Deployment:
 
 
 # ------------------------------------------------------------------------------------------ workers
+def on_checkpoint(ck: Path, iteration: int, action, *, timeout: float = 120.0) -> threading.Thread:
+    """Start a thread that calls ``action(state)`` once, as soon as the ALS checkpoint at ``ck``
+    has committed ``iteration`` or later (``state``: its ``latest.json``)."""
+    from daskml_scale.recommend._checkpoint import latest
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = latest(ck) if (Path(ck) / "latest.json").exists() else None
+            if state is not None and state["iteration"] >= iteration:
+                action(state)
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def worker_pids(client) -> dict[str, int]:
     """Worker address -> pid of the worker process (not its nanny), for the workers alive now."""
     return client.run(os.getpid, on_error="ignore")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from _resilience import on_checkpoint
 
 from daskml_scale.data import make_interactions
 from daskml_scale.errors import ParameterError, SchemaError
@@ -87,8 +88,8 @@ def test_half_step_over_pieces_equals_whole_solve(kernel, monkeypatch):
     np.testing.assert_allclose(np.concatenate(got), expected, rtol=0, atol=5e-5 * np.abs(expected).max())
     assert B.gather_mode(200, 300, k, 1e9) and not B.gather_mode(300, 200, k, 1e9)
     # the Gram matrix by chunks of rows equals the whole product (float64)
-    monkeypatch.setattr(B, "GRAM_CHUNK_ROWS", 7)
-    np.testing.assert_allclose(B.gram(X), X.astype(np.float64).T @ X, rtol=1e-12)
+    monkeypatch.setattr(K, "GRAM_CHUNK_ROWS", 7)
+    np.testing.assert_allclose(K.gram(X), X.astype(np.float64).T @ X, rtol=1e-12)
     assert not B.gather_mode(200, 300, k, 4 * k * 199)  # over the memory budget
 
 
@@ -275,19 +276,12 @@ def test_fit_restarts_from_checkpoint_when_an_attempt_fails(client, tmp_path):
                 if ts.state in ("memory", "processing", "waiting", "queued")
                 and any(s in str(k) for s in stages)]  # fmt: skip
 
-    def cancel_after_third_checkpoint():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = _als.latest(ck) if (ck / "latest.json").exists() else None
-            if state is not None and state["iteration"] >= 3:
-                keys = client.run_on_scheduler(iteration_keys)
-                client.cancel([Future(k, client) for k in keys], force=True)
-                cancelled.append((state["iteration"], len(keys)))
-                return
-            time.sleep(0.002)
+    def cancel(state):
+        keys = client.run_on_scheduler(iteration_keys)
+        client.cancel([Future(k, client) for k in keys], force=True)
+        cancelled.append((state["iteration"], len(keys)))
 
-    t = threading.Thread(target=cancel_after_third_checkpoint, daemon=True)
-    t.start()
+    t = on_checkpoint(ck, 3, cancel)
     model = ALSRecommender(checkpoint=ck, checkpoint_every=1, **kw).fit(ddf, client=client)
     t.join()
     assert cancelled and cancelled[0][1] > 0 and cancelled[0][0] < 30, cancelled

@@ -39,6 +39,7 @@ from _resilience import (
     digests,
     listening_sockets,
     make_tls_files,
+    on_checkpoint,
     worker_pids,
 )
 
@@ -362,9 +363,7 @@ def test_distributed_als_survives_losing_every_worker(deployment, on_deployment,
     and the factorize's outputs are gone at once. Measured: Dask recomputes all of it through the
     fit's task lineage, from the input files (``resumed_from_`` stays 0), and the fit ends with the
     factors of an undisturbed fit. (The restart from the checkpoint, for an attempt that fails,
-    is not forced by this test.)"""
-    import threading
-
+    is not forced by this test: see test_recommend_blocks.py.)"""
     from daskml_scale.recommend import ALSRecommender
     from daskml_scale.recommend._checkpoint import latest
 
@@ -375,19 +374,12 @@ def test_distributed_als_survives_losing_every_worker(deployment, on_deployment,
     before = worker_pids(c)
     killed = []
 
-    def kill_all_after_third_checkpoint():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = latest(ck) if (ck / "latest.json").exists() else None
-            if state is not None and state["iteration"] >= 3:
-                for pid in worker_pids(c).values():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append((pid, state["iteration"]))
-                return
-            time.sleep(0.01)
+    def kill_all(state):
+        for pid in worker_pids(c).values():
+            os.kill(pid, signal.SIGKILL)
+            killed.append((pid, state["iteration"]))
 
-    killer = threading.Thread(target=kill_all_after_third_checkpoint, daemon=True)
-    killer.start()
+    killer = on_checkpoint(ck, 3, kill_all)
     model = ALSRecommender(checkpoint=ck, checkpoint_every=1, **kw).fit(inter, client=c)
     killer.join()
     assert len(killed) == 2, killed

@@ -421,6 +421,7 @@ class ALSRecommender(BaseEstimator):
         # small enough (gather), else the solved blocks' vectors to where the fixed blocks' pieces are
         budget = GATHER_MEMORY_SHARE * smallest_worker_memory(runner)
         gather_u = B.gather_mode(bm.n_items, bm.n_users, k, budget)  # user step: items to user blocks
+        # never both: the loss reads the pieces of a partial step
         gather_i = B.gather_mode(bm.n_users, bm.n_items, k, budget) and not gather_u
         # what each step reads stays beside the factors it does not move
         whole_u = [at(b, B.whole_piece, C, k) for b, C in enumerate(users)] if gather_u else None

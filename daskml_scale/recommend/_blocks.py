@@ -30,7 +30,7 @@ __all__ = [
     "bm25_on_workers",
     "confidence_block",
     "gather_blocks",
-    "gram",
+    "side_gram",
     "loss",
     "max_conf",
     "on_cluster",
@@ -93,24 +93,16 @@ def partial_products(t: int, V: np.ndarray, residual: bool, kernel: str, *held) 
     return out
 
 
-def loss_nonzeros(t: int, V: np.ndarray, *held):
+def loss_share(t: int, V: np.ndarray, *held):
     """One worker's share of the loss over the stored values of the other side's block ``t``."""
     parts = [K.loss_nonzeros(pieces[t], F, V) for pieces, F in zip(held[::2], held[1::2])]
     return tuple(sum(p[i] for p in parts) for i in range(3)) if parts else (0.0, 0.0, 0)
 
 
-GRAM_CHUNK_ROWS = 1 << 16
-
-
-def gram(F: np.ndarray) -> np.ndarray:
-    """``F^T F`` in float64, by chunks of rows (a float64 copy of a whole block would double it)."""
-    F = np.asarray(F)
-    k = F.shape[1] if F.ndim == 2 else 0
-    G = np.zeros((k, k), dtype=np.float64)
-    for lo in range(0, len(F), GRAM_CHUNK_ROWS):
-        c = np.asarray(F[lo : lo + GRAM_CHUNK_ROWS], dtype=np.float64)
-        G += c.T @ c
-    return G
+def side_gram(runner, F: list):
+    """The Gram matrix of one side's blocks ``F``: each block's ``F^T F`` where it lives, then a tree
+    sum on the workers (a future, k x k float64)."""
+    return tree_sum(runner, [runner.submit_to(f, K.gram, Ff) for f, Ff in enumerate(F)])
 
 
 def add(*grams):
@@ -154,7 +146,7 @@ def half_step(runner, pieces, F, T, nonempty, regularization, cg_steps, kernel):
     vectors travel, so no task ever holds more than a block of either side. Returns futures.
     """
     at, s = runner.submit_to, runner.submit
-    A0 = s(K.a0, tree_sum(runner, [at(f, gram, Ff) for f, Ff in enumerate(F)]), regularization)
+    A0 = s(K.a0, side_gram(runner, F), regularization)
     slots = by_worker(runner, len(F))
 
     def partials(t, V, residual):
@@ -209,7 +201,7 @@ def half_step_gathered(runner, whole, F, T, nonempty, regularization, cg_steps, 
     (``whole[t]``: block ``t``'s stored values against the whole fixed side). One task per block;
     the fixed side is at most :func:`gather_mode`'s budget."""
     at, s = runner.submit_to, runner.submit
-    A0 = s(K.a0, tree_sum(runner, [at(f, gram, Ff) for f, Ff in enumerate(F)]), regularization)
+    A0 = s(K.a0, side_gram(runner, F), regularization)
     return [
         at(t, solve_gathered, whole[t], Tt, nonempty[t], A0, cg_steps, kernel, *F) for t, Tt in enumerate(T)
     ]
@@ -223,11 +215,11 @@ def loss(runner, pieces, fixed, travel, X, Y, regularization, n_users, n_items) 
     at a time. ``X``/``Y``: the user and item blocks.
     """
     at = runner.submit_to
-    G = tree_sum(runner, [at(j, gram, F) for j, F in enumerate(Y)])
+    G = side_gram(runner, Y)
     parts = [at(b, K.loss_quadratic, Xb, G, regularization) for b, Xb in enumerate(X)]
     slots = by_worker(runner, len(fixed))
     nz = [
-        at(w, loss_nonzeros, t, Vt, *[x for f in fs for x in (pieces[f], fixed[f])])
+        at(w, loss_share, t, Vt, *[x for f in fs for x in (pieces[f], fixed[f])])
         for t, Vt in enumerate(travel)
         for w, fs in enumerate(slots)
     ]

@@ -26,6 +26,7 @@ __all__ = [
     "cg_result",
     "cg_start",
     "cg_step",
+    "gram",
     "id_hash",
     "init_factors",
     "init_rows",
@@ -266,6 +267,20 @@ def _sum(parts, shape):
     return out
 
 
+GRAM_CHUNK_ROWS = 1 << 16
+
+
+def gram(F: np.ndarray) -> np.ndarray:
+    """``F^T F`` in float64, by chunks of rows (a float64 copy of a whole block would double it)."""
+    F = np.asarray(F)
+    k = F.shape[1] if F.ndim == 2 else 0
+    G = np.zeros((k, k), dtype=np.float64)
+    for lo in range(0, len(F), GRAM_CHUNK_ROWS):
+        c = np.asarray(F[lo : lo + GRAM_CHUNK_ROWS], dtype=np.float64)
+        G += c.T @ c
+    return G
+
+
 def a0(G: np.ndarray, regularization: float) -> np.ndarray:
     """``G + regularization * I`` in float32 (``G``: the fixed side's Gram matrix)."""
     return (np.asarray(G, dtype=np.float64) + regularization * np.eye(len(G))).astype(np.float32)
@@ -275,14 +290,14 @@ def nonempty_rows(C: sp.csr_matrix) -> np.ndarray:
     return np.diff(C.indptr) > 0
 
 
-def solve_block(C, X, Y, regularization, cg_steps, kernel="numba", gram=None):
+def solve_block(C, X, Y, regularization, cg_steps, kernel="numba"):
     """implicit's conjugate-gradient update of the rows of ``X`` given ``Y`` (a new array).
 
     The same arithmetic as the distributed engine's, with the other side in one piece:
     :func:`cg_start`, then ``cg_steps`` :func:`cg_step`, each from :func:`products`.
     """
     Y = np.ascontiguousarray(Y, dtype=np.float32)
-    A0 = a0(Y.astype(np.float64).T @ Y if gram is None else gram, regularization)
+    A0 = a0(gram(Y), regularization)
     nonempty = nonempty_rows(sp.csr_matrix(C))
     C = as_piece(C, Y.shape[1])
     state = cg_start(X, A0, nonempty, products(C, Y, X, True, kernel=kernel))

@@ -41,8 +41,7 @@ class Runner:
         """Workers that ``submit_to`` deals blocks over (1 without a client)."""
         if self.client is None:
             return 1
-        self._worker_list()
-        return max(1, len(self._workers))
+        return max(1, len(self._worker_list()))
 
     def refresh(self) -> None:
         """Forget the worker list (after workers were replaced: new addresses)."""
