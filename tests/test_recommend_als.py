@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dask.dataframe as dd
-import implicit.cpu.als
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import threadpoolctl
+from _als_oracle import implicit_oracle, order_drift
 from implicit.cpu import _als
 
 from daskml_scale.data import make_interactions
@@ -103,40 +102,6 @@ def _interactions(npartitions=3, seed=0):
     return make_interactions(12_000, n_users=250, n_items=90, seed=seed, npartitions=npartitions)
 
 
-def _implicit_oracle(
-    ddf, *, factors, regularization, alpha, iterations, random_state=0, order=None, nudge=0.0
-):
-    """implicit's own ALS on the same matrix and the same initial factors, with its loss.
-
-    Every parameter is given here, not read back from the model under test, so that a model that
-    misuses one of them cannot pass by feeding the same mistake to the oracle. ``order``: the
-    (user ids, item ids) row order of the matrix (default sorted); implicit's float32 results move by
-    ~3e-5 relative when its rows are permuted, so an exact comparison uses the model's order.
-    ``nudge``: start from user factors scaled by ``1 + nudge`` (implicit's own sensitivity).
-    """
-    df = ddf.compute()
-    users, items = np.sort(df["user_id"].unique()), np.sort(df["item_id"].unique())
-    if order is not None:
-        assert set(order[0]) == set(users) and set(order[1]) == set(items)
-        users, items = np.asarray(order[0]), np.asarray(order[1])
-    C = sp.csr_matrix(
-        (df["weight"].to_numpy(np.float32),
-         (pd.Index(users).get_indexer(df["user_id"]), pd.Index(items).get_indexer(df["item_id"]))),
-        shape=(len(users), len(items)),
-    )  # fmt: skip
-    C.sum_duplicates()
-    losses = []
-    with threadpoolctl.threadpool_limits(1, "blas"):
-        ref = implicit.cpu.als.AlternatingLeastSquares(
-            factors=factors, regularization=regularization, alpha=alpha,
-            iterations=iterations, calculate_training_loss=True, random_state=0, num_threads=1,
-        )  # fmt: skip
-        ref.user_factors = K.init_factors(users, factors, random_state, 0) * np.float32(1 + nudge)
-        ref.item_factors = K.init_factors(items, factors, random_state, 1)
-        ref.fit(C, show_progress=False, callback=lambda it, el, loss: losses.append(loss))
-    return ref, losses
-
-
 @pytest.mark.parametrize("engine", ["implicit", "distributed"])
 def test_loss_trajectory_matches_implicit(engine):
     ddf = _interactions()
@@ -144,7 +109,7 @@ def test_loss_trajectory_matches_implicit(engine):
                            compute_loss=True, n_blocks=3).fit(ddf)  # fmt: skip
     order = (model.user_ids_, model.item_ids_)
     kw = dict(factors=8, regularization=0.1, alpha=3.0, iterations=6, order=order)
-    ref, losses = _implicit_oracle(ddf, **kw)
+    ref, losses = implicit_oracle(ddf, **kw)
     assert len(model.loss_history_) == 6 and losses[-1] < losses[0]
     got, losses = np.asarray(model.loss_history_), np.asarray(losses)
     if engine == "implicit":
@@ -153,14 +118,16 @@ def test_loss_trajectory_matches_implicit(engine):
         np.testing.assert_allclose(model.user_factors_, ref.user_factors, rtol=1e-6, atol=1e-7)
         return
     # the distributed engine runs implicit's CG update with its sums split by block, in float32 in
-    # another order. The first iteration agrees to 1.0e-6. Later ones drift as implicit drifts from
-    # itself: started from factors moved by 1e-6 relative, implicit's loss moves by up to 7.1e-5
-    # (iteration 3); ours is up to 1.0e-4 away. alpha or regularization x1.05 moves it by >= 5e-3.
-    _, nudged = _implicit_oracle(ddf, **kw, nudge=1e-6)
-    own = np.abs(np.asarray(nudged) / losses - 1).max()
+    # another order. The first iteration agrees to 1.3e-6. Later ones drift as implicit drifts from
+    # itself when only its float32 order changes: with its rows permuted (3 seeded orders) implicit's
+    # loss moves by up to 1.9e-4 (iteration 2, on the AMD EPYC of CI; 7e-5 on another CPU), and by up
+    # to 6.9e-5 started from factors moved by 1e-6; ours is up to 1.7e-4 away. alpha or
+    # regularization x1.05 moves it by >= 5e-3. (On MovieLens the gap stays under 1e-5: test_recommend_topn.)
+    nudged = implicit_oracle(ddf, **kw, nudge=1e-6)[1]
+    own = max(order_drift(ddf, losses, **kw), np.abs(np.asarray(nudged) / losses - 1).max())
     dev = np.abs(got / losses - 1)
     assert dev[0] < 5e-6, dev
-    assert dev.max() < max(3 * own, 1e-5), (dev, own)
+    assert dev.max() < max(2 * own, 1e-5), (dev, own)
     scores = model.user_factors_ @ model.item_factors_.T
     expected = ref.user_factors @ ref.item_factors.T
     # measured 3.7e-3 of the largest score at most (0.07% of the pairs beyond 2e-3)
@@ -307,9 +274,10 @@ def test_distributed_engine_on_cluster(client, spread):
     np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-5)
     atol = 1e-4 * np.abs(b.user_factors_).max()
     np.testing.assert_allclose(a.user_factors_, b.user_factors_, rtol=0, atol=atol)
-    recs = recommend_all(a, n=3).compute()
+    recs = recommend_all(a, n=3).compute()  # the training pairs kept on the workers excluded
     assert set(recs.columns) == {"user_id", "item_id", "score", "rank"}
     assert recs.groupby("user_id").size().max() == 3
+    assert not len(recs.merge(ddf.compute()[["user_id", "item_id"]], on=["user_id", "item_id"]))
 
 
 @pytest.mark.gpu
