@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from _resilience import on_checkpoint
 
 from daskml_scale.data import make_interactions
 from daskml_scale.errors import ParameterError, SchemaError
-from daskml_scale.recommend import ALSRecommender, _als, _sizing
+from daskml_scale.recommend import ALSRecommender, _als, _sizing, recommend_all
 from daskml_scale.recommend import _blocks as B
 from daskml_scale.recommend import _kernels as K
 from daskml_scale.recommend._factorize import block_of, factorize_blocks
@@ -100,6 +101,77 @@ def test_sparse_fit_matches_implicit_engine():
     b = ALSRecommender(factors=8, iterations=4, engine="implicit", n_blocks=4, compute_loss=True).fit(ddf)
     # float32 sums in another order: implicit itself moves by ~3e-5 when its rows are permuted
     np.testing.assert_allclose(a.loss_history_, b.loss_history_, rtol=1e-5)
+
+
+def _seen_fixture(zeros=False):
+    """Interactions with repeated pairs (and zero weights), as pandas (the oracle) and Dask."""
+    df = make_interactions(4_000, n_users=300, n_items=120, seed=5, npartitions=1).compute()
+    df = pd.concat([df, df.iloc[::7]], ignore_index=True)  # repeated (user, item) pairs
+    if zeros:
+        df.loc[::11, "weight"] = 0.0
+    return df, dd.from_pandas(df, npartitions=3)
+
+
+def _routed(recs):
+    """Tasks of a recommend_all graph that read and route seen interactions to the user blocks."""
+    return [k for k in recs.__dask_graph__() if "_seen_by_block" in str(k)]
+
+
+def _never_seen(recs, df):
+    hit = recs.merge(df[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"])
+    return len(hit) == 0
+
+
+@pytest.mark.parametrize(
+    ("engine", "shape", "gather"),
+    [
+        ("distributed", (300, 120), True),  # more users: items gathered to the user blocks
+        ("distributed", (120, 300), True),  # more items: users gathered, pairs from the item blocks
+        ("distributed", (300, 120), False),  # both steps partial
+        ("implicit", (300, 120), True),
+    ],
+)
+def test_recommend_all_excludes_the_kept_training_pairs(engine, shape, gather, monkeypatch):
+    if not gather:
+        monkeypatch.setattr(_als, "GATHER_MEMORY_SHARE", 0.0)
+    df, ddf = _seen_fixture()
+    if shape[0] < shape[1]:  # swap the roles of users and items
+        df = df.rename(columns={"user_id": "item_id", "item_id": "user_id"})
+        ddf = dd.from_pandas(df, npartitions=3)
+    model = ALSRecommender(factors=6, iterations=2, engine=engine, n_blocks=3).fit(ddf)
+    if engine == "distributed":
+        assert model.half_steps_ == {
+            "users": "gather" if gather and shape[0] > shape[1] else "partial",
+            "items": "gather" if gather and shape[0] < shape[1] else "partial",
+        }
+    kept = recommend_all(model, n=15)  # the training pairs the fit kept by user block
+    # nothing of the training data's graph is in it: the interactions are not read again
+    assert not set(ddf.__dask_graph__()) & set(kept.__dask_graph__()) and not _routed(kept)
+    assert not _routed(recommend_all(model, n=15, exclude_seen=ddf))  # the same collection
+    # the same exclusion read from another collection of the same rows
+    other = dd.from_pandas(df.sample(frac=1.0, random_state=1), npartitions=2)
+    read = recommend_all(model, n=15, exclude_seen=other)
+    assert len(_routed(read)) == 2
+    kept, read = kept.compute(), read.compute()
+    key = ["user_id", "rank"]
+    pd.testing.assert_frame_equal(
+        kept.sort_values(key).reset_index(drop=True), read.sort_values(key).reset_index(drop=True)
+    )
+    assert _never_seen(kept, df) and len(kept) == 15 * df["user_id"].nunique()
+    # without the exclusion, training pairs are recommended (the test can fail)
+    assert not _never_seen(recommend_all(model, n=15, exclude_seen=False).compute(), df)
+
+
+@pytest.mark.parametrize("engine", ["distributed", "implicit"])
+def test_pairs_of_zero_weight_are_seen(engine):
+    # the distributed engine's pieces drop zero confidences: the fit keeps no pairs then, and
+    # recommend_all reads the interactions again, so that a zero-weight pair is still seen
+    df, ddf = _seen_fixture(zeros=True)
+    model = ALSRecommender(factors=6, iterations=2, engine=engine, n_blocks=3).fit(ddf)
+    recs = recommend_all(model, n=15)
+    assert bool(_routed(recs)) == (engine == "distributed")
+    recs = recs.compute()
+    assert _never_seen(recs, df) and len(recs) == 15 * df["user_id"].nunique()
 
 
 def test_checkpoint_resume_equals_uninterrupted_fit(tmp_path):

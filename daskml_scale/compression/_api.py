@@ -206,6 +206,7 @@ def _first_users(model, n_users):
     """A light copy of ``model`` restricted to its first ``n_users`` users (for timing)."""
     m = copy.copy(model)
     m.__dict__.pop("_train_interactions", None)
+    m.__dict__.pop("_train_seen", None)
     m.user_ids_ = model.user_ids_[:n_users]
     m.user_factors_ = model.user_factors_[:n_users]
     return m

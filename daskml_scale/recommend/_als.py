@@ -354,7 +354,7 @@ class ALSRecommender(BaseEstimator):
                 return engine, bm, self._fit_implicit(runner, bm)
             return engine, bm, self._fit_distributed(runner, bm)
 
-        engine, bm, (X, Y, losses, times) = restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
+        engine, bm, (X, Y, losses, times, seen) = restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
         self.engine_ = engine
         self._id_dtypes = {
             "user": ddf._meta[S.USER_ID].to_numpy()[:0],
@@ -367,6 +367,7 @@ class ALSRecommender(BaseEstimator):
         self.n_interactions_ = int(bm.nnz)
         self.fit_time_s_ = time.perf_counter() - t0
         self._train_interactions = ddf  # lazy: what recommend_all excludes by default in this session
+        self._train_seen = seen  # its pairs by user block, on the workers (see recommend_all)
         return self
 
     def _choose_engine(self, runner, bm) -> str:
@@ -397,7 +398,8 @@ class ALSRecommender(BaseEstimator):
         # the factors stay on that worker, cut into the factorize's blocks
         X = [runner.submit(_split_rows, X, bm.user_offsets, b) for b in range(len(bm.users))]
         Y = [runner.submit(_split_rows, Y, bm.item_offsets, j) for j in range(len(bm.items))]
-        return X, Y, losses, times
+        seen = [runner.submit_to(b, B.raw_seen, block) for b, block in enumerate(bm.users)]
+        return X, Y, losses, times, seen
 
     def _fit_distributed(self, runner, bm):
         owner = type(self).__name__
@@ -414,7 +416,9 @@ class ALSRecommender(BaseEstimator):
         items = [at(j, B.confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
                  for j in range(nb_i)]  # fmt: skip
         bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
-        max_conf = max(runner.gather([s(B.max_conf, C) for C in users]), default=0.0)  # small
+        stats = runner.gather([s(B.conf_stats, C) for C in users])  # small: two numbers per block
+        max_conf = max((m for m, _ in stats), default=0.0)
+        complete = sum(n for _, n in stats) == bm.nnz  # no pair of zero confidence was dropped
         nonempty_u = [at(b, K.nonempty_rows, C) for b, C in enumerate(users)]
         nonempty_i = [at(j, K.nonempty_rows, C) for j, C in enumerate(items)]
         # each half-step moves the smaller side: the fixed side whole to the solved blocks when it is
@@ -478,7 +482,9 @@ class ALSRecommender(BaseEstimator):
             if ck is not None and (it % int(self.checkpoint_every) == 0 or it == n_iter):
                 write_checkpoint(runner, ck, self.storage_options, it, X, Y,
                                  {"layout": layout, "losses": losses, "times": times})  # fmt: skip
-        return X, Y, losses, times
+        # the training pairs stay by user block for recommend_all, unless zeros left the pieces
+        seen = B.seen_blocks(runner, bm, pieces_u, pieces_i) if complete else None
+        return X, Y, losses, times, seen
 
     def _layout(self, bm) -> dict:
         """What a checkpoint must share with the fit that resumes it."""

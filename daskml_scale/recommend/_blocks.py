@@ -32,12 +32,14 @@ __all__ = [
     "gather_blocks",
     "side_gram",
     "loss",
-    "max_conf",
+    "conf_stats",
     "on_cluster",
     "gather_mode",
     "half_step",
     "half_step_gathered",
     "partial_products",
+    "raw_seen",
+    "seen_blocks",
     "split_pieces",
     "tree_sum",
 ]
@@ -118,9 +120,9 @@ def concat(*arrays):
 
 
 # ------------------------------------------------------------------ work over blocks (the fit)
-def max_conf(C) -> float:
-    """Largest absolute confidence of a block."""
-    return float(np.abs(C.data).max()) if C.nnz else 0.0
+def conf_stats(C) -> tuple[float, int]:
+    """Largest absolute confidence of a block and its stored values (zero confidences are dropped)."""
+    return (float(np.abs(C.data).max()) if C.nnz else 0.0), int(C.nnz)
 
 
 def tree_sum(runner, parts: list):
@@ -240,6 +242,57 @@ def whole_piece(C, factors: int) -> list:
     return [
         (lo, min(lo + rows, n), K.as_piece(C[lo : lo + rows], factors)) for lo in range(0, max(n, 1), rows)
     ]
+
+
+# ---------------------------------------------------------- the training pairs, kept for top-N
+def seen_blocks(runner, bm, pieces_u, pieces_i) -> list:
+    """Each user block's training pairs as a boolean CSR (its users x all items), on its worker.
+
+    Built at the end of a fit from the pieces it already holds, so that ``recommend_all`` excludes
+    seen items without reading and routing the interactions again: from the user blocks' own
+    pieces where they exist (no transfer), else from the item blocks' pieces for that user block
+    (8 bytes a pair, worker to worker). Kept while the model lives: 5 bytes a pair plus a row pointer.
+    The pieces hold no pair whose confidence is zero: the caller keeps these only when none was.
+    """
+    at = runner.submit_to
+    nb_u, offsets = len(bm.user_offsets) - 1, bm.item_offsets
+    out = []
+    for b in range(nb_u):
+        n_rows = int(bm.user_offsets[b + 1] - bm.user_offsets[b])
+        if pieces_u is not None:
+            out.append(at(b, _seen_of_own_pieces, pieces_u[b], offsets, n_rows))
+        else:
+            pairs = [at(j, _piece_pairs, pieces_i[j], b, int(offsets[j])) for j in range(len(pieces_i))]
+            out.append(at(b, _seen_of_pairs, n_rows, int(offsets[-1]), *pairs))
+    return out
+
+
+def raw_seen(block) -> sp.csr_matrix:
+    """A raw user block's stored pairs as a boolean CSR (its users x all items)."""
+    block = sp.csr_matrix(block)
+    return sp.csr_matrix(
+        (np.ones(block.nnz, dtype=bool), block.indices.copy(), block.indptr.copy()), shape=block.shape
+    )
+
+
+def _piece_pairs(pieces, t: int, offset: int):
+    """(user row, global item column) of piece ``t`` of an item block (rows: that user block's)."""
+    p = pieces[t]
+    return p.rows, p.cols + np.int32(offset)
+
+
+def _seen_of_pairs(n_rows: int, n_cols: int, *pairs):
+    from ._matrix import pattern_csr
+
+    rows = np.concatenate([r for r, _ in pairs]) if pairs else np.zeros(0, np.int32)
+    cols = np.concatenate([c for _, c in pairs]) if pairs else np.zeros(0, np.int32)
+    return pattern_csr(rows, cols, n_rows, n_cols)
+
+
+def _seen_of_own_pieces(pieces, item_offsets, n_rows: int):
+    """A user block's pieces (rows: items of block ``j``, columns: this block's users) as its pairs."""
+    pairs = [(p.cols, p.rows + np.int32(item_offsets[j])) for j, p in enumerate(pieces)]
+    return _seen_of_pairs(n_rows, int(item_offsets[-1]), *pairs)
 
 
 def bm25_on_workers(runner, bm, conf):

@@ -207,18 +207,19 @@ def _fill_rows(rows, cols, indptr, out):  # pragma: no cover - compiled
 
 
 def pattern_csr(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
-    """The pattern of ``(rows, cols)`` as a CSR of ones, by one counting pass (linear).
+    """The pattern of ``(rows, cols)`` as a boolean CSR, by one counting pass (linear).
 
     Columns keep their input order within a row and duplicates are kept: for sets of pairs (seen
     items) that are only looked up, not multiplied. ``build_block`` sorts and sums (~18x slower at
-    10M pairs: 1.1 s against 0.06 s).
+    10M pairs: 1.1 s against 0.06 s). 5 bytes a pair (int32 column, bool) plus the row pointers.
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    rows = np.asarray(rows)
+    # int32 pointers while they fit: scipy casts the columns to the pointers' type
+    indptr = np.zeros(n_rows + 1, dtype=np.int32 if len(rows) < np.iinfo(np.int32).max else np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
     out = np.empty(len(rows), dtype=np.int32)
     _fill_rows(rows, np.asarray(cols, dtype=np.int32), indptr, out)
-    return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), out, indptr), shape=(n_rows, n_cols))
+    return sp.csr_matrix((np.ones(len(rows), dtype=bool), out, indptr), shape=(n_rows, n_cols))
 
 
 def bm25_stats_rows(block: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

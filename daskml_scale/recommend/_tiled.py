@@ -8,16 +8,19 @@ only when it beats the row's k-th strictly (a later column loses a tie) or the r
 so after the first tile almost every score costs one comparison. The result is the exact top ``k``
 by score descending, ties by column ascending, whatever the tiling.
 
-Memory per call: the batch x tile buffer, sized from the task's memory budget (config
-``daskml_scale.topn.task_memory``, default 256 MiB, capped at a quarter of a Dask worker's memory per
-thread; ``_BYTES_PER_SCORE`` per score, a margin kept from an earlier candidate merge whose worst
-case, all scores tied, needed it), plus the running top-k and the output (``rows x k``). The factor
-matrices are the caller's (shared by a worker's tasks). BLAS runs on one thread: a Dask worker runs
-one task per core, and these small GEMMs were 5-25x slower with two BLAS threads on a busy machine.
+Memory per call: the batch x tile buffer, at most 2 MiB of float32 scores (a core's L2 cache on the
+machine it was tuned on: the GEMM writes the tile and the scan reads it from cache; 2,048 rows x 256
+items, against 170 x 16,384 before, made the ML-20M shape's GEMM + scan 1.4 s -> 1.1 s per 20k
+users), within the task's memory budget (config ``daskml_scale.topn.task_memory``, default 256 MiB,
+capped at a quarter of a Dask worker's memory per thread), plus the running top-k and the output
+(``rows x k``) and the batch's seen pairs. The factor matrices are the caller's (shared by a
+worker's tasks). BLAS runs on one thread: a Dask worker runs one task per core, and these small
+GEMMs were 5-25x slower with two BLAS threads on a busy machine.
 
 Speed (one thread, 20k users x 50k items, 64 factors, top 10, seen pairs 0.1%): 3.0 s against
 4.4 s for implicit's compiled ``topk`` (whole catalogue per call, no seen pairs, ties in no defined
-order); the lexsort merge of strided-group candidates this replaced took 7.6-7.8 s.
+order) with the earlier 16,384-item tiles; the lexsort merge of strided-group candidates this
+replaced took 7.6-7.8 s.
 """
 
 from __future__ import annotations
@@ -38,10 +41,9 @@ __all__ = ["CONFIG_TASK_MEMORY", "one_blas_thread", "task_memory", "tiled_top_n"
 CONFIG_TASK_MEMORY = "daskml_scale.topn.task_memory"
 DEFAULT_TASK_MEMORY = 256 << 20
 _MIN_TASK_MEMORY = 1 << 20
-# worst case per score of a tile: all tie, so all are candidates and get merged (measured 76)
-_BYTES_PER_SCORE = 96
-_FAST_TILE_SCORES = 1 << 22  # 16 MiB of float32 scores: beyond this no faster (measured)
-_TILE_ITEMS = 16_384  # items per tile: 256 query rows per batch at the fast size
+_BYTES_PER_SCORE = 4  # the float32 score buffer: the scan keeps nothing per score
+_FAST_TILE_SCORES = 1 << 19  # 2 MiB of scores: the tile stays in cache between the GEMM and the scan
+_TILE_ITEMS = 256  # items per tile: 2,048 query rows per batch at the fast size
 
 
 def task_memory(value=None) -> int:
@@ -110,11 +112,12 @@ def one_blas_thread():
 
 
 def tile_shape(n_rows: int, n_items: int, budget: int) -> tuple[int, int]:
-    """(query rows per batch, items per tile) whose score buffer fits ``budget`` in the worst case."""
+    """(query rows per batch, items per tile) whose score buffer fits ``budget``; few rows get wider
+    tiles."""
     scores = max(1024, min(_FAST_TILE_SCORES, budget // _BYTES_PER_SCORE))
     tile = max(1, min(n_items, _TILE_ITEMS, scores))
     rows = max(1, min(n_rows, scores // tile))
-    return rows, tile
+    return rows, max(1, min(n_items, scores // rows))
 
 
 def top_k_merge(r, c, v, k: int):
@@ -133,16 +136,21 @@ def top_k_merge(r, c, v, k: int):
     return r[keep], c[keep], v[keep], pos[keep] + 1
 
 
-def _seen_by_column(seen: sp.csr_matrix | None, a: int, b: int):
-    """Seen (row, col) pairs of rows ``a:b`` sorted by column, or None."""
+def _seen_by_tile(seen: sp.csr_matrix | None, a: int, b: int, tile: int, n_items: int):
+    """Seen ``(rows, cols, starts)`` of rows ``a:b`` grouped by item tile (tile ``t``'s pairs at
+    ``starts[t]:starts[t + 1]``), or None. A stable sort on 16-bit tile numbers: linear."""
     if seen is None:
         return None
     s = seen[a:b]
     if not s.nnz:
         return None
-    r = np.repeat(np.arange(b - a), np.diff(s.indptr))
-    order = np.argsort(s.indices, kind="stable")
-    return r[order], s.indices[order].astype(np.int64)
+    n_tiles = -(-n_items // tile)
+    r = np.repeat(np.arange(b - a, dtype=np.int32), np.diff(s.indptr))
+    t = s.indices // tile
+    order = np.argsort(t.astype(np.uint16) if n_tiles <= 1 << 16 else t, kind="stable")
+    starts = np.zeros(n_tiles + 1, dtype=np.int64)
+    np.cumsum(np.bincount(t, minlength=n_tiles), out=starts[1:])
+    return r[order], s.indices[order], starts
 
 
 def tiled_top_n(queries, items, n: int, seen: sp.csr_matrix | None = None, *, budget=None, shape=None):
@@ -214,7 +222,7 @@ def _tiled(queries, items, k, seen, rows_b, tile):
     for a in range(0, m, rows_b):
         b = min(a + rows_b, m)
         q = np.ascontiguousarray(queries[a:b], dtype=np.float32)
-        seen_b = _seen_by_column(seen, a, b)
+        seen_b = _seen_by_tile(seen, a, b, tile, n_items)
         top_v = np.full((b - a, k), -np.inf, dtype=np.float32)
         top_c = np.zeros((b - a, k), dtype=np.int64)
         count = np.zeros(b - a, dtype=np.int64)
@@ -223,7 +231,7 @@ def _tiled(queries, items, k, seen, rows_b, tile):
             S = buf[: (b - a) * (hi - lo)].reshape(b - a, hi - lo)
             np.matmul(q, np.ascontiguousarray(items[lo:hi], dtype=np.float32).T, out=S)
             if seen_b is not None:
-                i0, i1 = np.searchsorted(seen_b[1], (lo, hi))
+                i0, i1 = seen_b[2][lo // tile], seen_b[2][lo // tile + 1]
                 S[seen_b[0][i0:i1], seen_b[1][i0:i1] - lo] = -np.inf
             _scan_tile(S, lo, top_v, top_c, count)
         keep = np.arange(k)[None, :] < count[:, None]

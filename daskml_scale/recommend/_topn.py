@@ -107,6 +107,7 @@ def _light(model):
     """
     m = copy.copy(model)
     m.__dict__.pop("_train_interactions", None)
+    m.__dict__.pop("_train_seen", None)
     if getattr(model, "item_blocks_", None) is not None and not isinstance(
         model.item_blocks_.factors[0], np.ndarray
     ):
@@ -146,7 +147,9 @@ def recommend_all(model, n: int = 10, *, exclude_seen=None, users_per_partition:
         Interactions whose (user, item) pairs are never recommended. None (default): the training
         interactions when the model was fitted in this session, else nothing; True: the training
         interactions (error when the model was loaded from disk); False: nothing; or a Dask/pandas
-        DataFrame of ``user_id, item_id``.
+        DataFrame of ``user_id, item_id``, read once. An ``ALSRecommender`` fitted in this session
+        keeps its training pairs by user block on the workers (5 bytes a pair), so excluding the
+        training interactions (by default, or passing the same collection) reads nothing again.
     users_per_partition : int
         Users per output partition at most, and at most as many as keep a partition's output
         (``n`` rows per user, ~64 bytes a row while it is built) within the task memory; with a
@@ -253,12 +256,20 @@ def _block_source(F):
     return dask.delayed(F, pure=True)
 
 
+def _is_training_data(model, ddf) -> bool:
+    """Whether ``ddf`` is the collection ``model`` was fitted on (the same graph, by Dask's name)."""
+    train = getattr(model, "_train_interactions", None)
+    return train is not None and getattr(ddf, "_name", None) == getattr(train, "_name", False)
+
+
 def _recommend_blocks(model, n, seen, users_per_partition, client):
     """recommend_all of a model whose factors are blocks (on the cluster, or in process).
 
     Item factors and ids are concatenated once per worker (from the item blocks, worker to worker);
-    each user block is scored where it lives, in slices of at most ``users_per_partition`` users;
-    seen interactions reach their user block by one exchange keyed on the user's block.
+    each user block is scored where it lives, in slices of at most ``users_per_partition`` users.
+    Seen pairs: a model fitted in this session kept each user block's training pairs on its worker,
+    used when the interactions to exclude are the training ones; others reach their user block by
+    one exchange keyed on the user's block.
     """
     from ._blocks import concat, on_cluster
 
@@ -274,18 +285,22 @@ def _recommend_blocks(model, n, seen, users_per_partition, client):
         vectors = [_block_source(f) for f in ub.factors]
         ids = [dask.delayed(x, pure=True) for x in ub.ids]
     nb = ub.n_blocks
-    pieces = [None] * nb
-    if seen is not None:
+    seen_blocks = [None] * nb
+    kept = getattr(model, "_train_seen", None)
+    if seen is not None and kept is not None and _is_training_data(model, seen):
+        # the fit kept each user block's pairs where the block lives: nothing is read again
+        seen_blocks = kept if on_cluster(kept) else [dask.delayed(x, pure=True) for x in kept]
+    elif seen is not None:
+        # seen pairs reach their user block by one exchange; each block's are assembled once
         split = [dask.delayed(_seen_by_block, nout=nb)(p, nb) for p in seen.to_delayed()]
-        pieces = [[sp_[b] for sp_ in split] for b in range(nb)]
+        seen_blocks = [dask.delayed(_seen_block)(ids[b], [sp_[b] for sp_ in split], items) for b in range(nb)]
     per = max(1, int(users_per_partition))
     parts = []
     for b in range(nb):
         size = int(ub.offsets[b + 1] - ub.offsets[b])
-        # the block's seen pairs are assembled once, then sliced with its users
-        seen_b = None if pieces[b] is None else dask.delayed(_seen_block)(ids[b], pieces[b], items)
-        for lo in range(0, max(size, 1), per):
-            parts.append(dask.delayed(_block_slice_recs)(vectors[b], ids[b], lo, min(lo + per, size), seen_b,
+        bounds = block_bounds(size, max(1, math.ceil(size / per)))  # slices of equal size: balanced
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            parts.append(dask.delayed(_block_slice_recs)(vectors[b], ids[b], int(lo), int(hi), seen_blocks[b],
                                                          items, V, n))  # fmt: skip
     meta = _recs_meta(model._id_meta("user"), model._id_meta("item"))
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
