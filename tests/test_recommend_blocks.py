@@ -94,6 +94,13 @@ def test_half_step_over_pieces_equals_whole_solve(kernel, monkeypatch):
     assert not B.gather_mode(200, 300, k, 4 * k * 199)  # over the memory budget
 
 
+def test_non_finite_rows_counted_by_chunks():
+    F = np.ones((50, 4), dtype=np.float32)
+    F[[0, 6, 7, 49], [1, 0, 3, 2]] = [np.nan, np.inf, -np.inf, np.nan]
+    F[7, 0] = np.nan  # two bad values in one row count once
+    assert B.n_nonfinite(F) == B.n_nonfinite(F, chunk=7) == 4
+
+
 def test_sparse_fit_matches_implicit_engine():
     # many users with a handful of items among many: most pieces between blocks are nearly empty
     ddf = make_interactions(6_000, n_users=3_000, n_items=4_000, seed=3, npartitions=3)
