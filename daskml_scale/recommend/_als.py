@@ -354,7 +354,9 @@ class ALSRecommender(BaseEstimator):
                 return engine, bm, self._fit_implicit(runner, bm)
             return engine, bm, self._fit_distributed(runner, bm)
 
-        engine, bm, (X, Y, losses, times, seen) = restart_on_worker_loss(runner, attempt, owner=f"{owner}.fit")
+        engine, bm, (X, Y, losses, times, seen) = restart_on_worker_loss(
+            runner, attempt, owner=f"{owner}.fit"
+        )
         self.engine_ = engine
         self._id_dtypes = {
             "user": ddf._meta[S.USER_ID].to_numpy()[:0],
@@ -411,23 +413,21 @@ class ALSRecommender(BaseEstimator):
         if self.confidence == "bm25":
             kw["bm25"] = B.bm25_on_workers(runner, bm, conf)
         at = runner.submit_to  # block b stays on worker b mod W (factorize_blocks put it there)
-        users = [at(b, B.confidence_block, bm.users[b], int(bm.user_offsets[b]), orientation="user", **kw)
-                 for b in range(nb_u)]  # fmt: skip
-        items = [at(j, B.confidence_block, bm.items[j], int(bm.item_offsets[j]), orientation="item", **kw)
-                 for j in range(nb_i)]  # fmt: skip
-        bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
-        stats = runner.gather([s(B.conf_stats, C) for C in users])  # small: two numbers per block
-        max_conf = max((m for m, _ in stats), default=0.0)
-        complete = sum(n for _, n in stats) == bm.nnz  # no pair of zero confidence was dropped
-        nonempty_u = [at(b, K.nonempty_rows, C) for b, C in enumerate(users)]
-        nonempty_i = [at(j, K.nonempty_rows, C) for j, C in enumerate(items)]
         # each half-step moves the smaller side: the fixed side whole to the solved blocks when it is
         # small enough (gather), else the solved blocks' vectors to where the fixed blocks' pieces are
         budget = GATHER_MEMORY_SHARE * smallest_worker_memory(runner)
         gather_u = B.gather_mode(bm.n_items, bm.n_users, k, budget)  # user step: items to user blocks
         # never both: the loss reads the pieces of a partial step
         gather_i = B.gather_mode(bm.n_users, bm.n_items, k, budget) and not gather_u
-        # what each step reads stays beside the factors it does not move
+        # what each step reads stays beside the factors it does not move: one side's confidences
+        # when one step gathers (the other side's are only counted, inside one task per block)
+        users, nonempty_u = B.confidences(runner, bm.users, bm.user_offsets, "user", not gather_i, kw)
+        items, nonempty_i = B.confidences(runner, bm.items, bm.item_offsets, "item", not gather_u, kw)
+        bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
+        # small: two numbers per block, from one side (both hold every pair)
+        stats = runner.gather([s(B.conf_stats, C) for C in (users if users is not None else items)])
+        max_conf = max((m for m, _ in stats), default=0.0)
+        complete = sum(n for _, n in stats) == bm.nnz  # no pair of zero confidence was dropped
         whole_u = [at(b, B.whole_piece, C, k) for b, C in enumerate(users)] if gather_u else None
         whole_i = [at(j, B.whole_piece, C, k) for j, C in enumerate(items)] if gather_i else None
         pieces_u = (

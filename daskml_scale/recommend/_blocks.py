@@ -29,6 +29,7 @@ __all__ = [
     "FactorBlocks",
     "bm25_on_workers",
     "confidence_block",
+    "confidences",
     "gather_blocks",
     "side_gram",
     "loss",
@@ -323,6 +324,27 @@ def _idf(C, n_items):
 def confidence_block(block, offset, **kwargs):
     """Confidences of a raw block whose first row is ``offset``."""
     return apply_confidence(block, offset=int(offset), **kwargs)
+
+
+def nonempty_of_raw(block, offset, **kwargs) -> np.ndarray:
+    """Rows of a raw block with a nonzero confidence (its confidences live only in this task)."""
+    return K.nonempty_rows(confidence_block(block, offset, **kwargs))
+
+
+def confidences(runner, raw: list, offsets, side: str, needed: bool, kwargs: dict):
+    """One side's confidence blocks (``None`` when not ``needed``) and its rows with a stored value.
+
+    A side whose steps read nothing of its own (the other step gathers it) only counts its
+    non-empty rows, each block's confidences living inside that one task. The caller drops the
+    raw blocks once these are submitted: nothing here keeps a reference to them.
+    """
+    at = runner.submit_to
+    if not needed:
+        return None, [
+            at(b, nonempty_of_raw, r, int(offsets[b]), orientation=side, **kwargs) for b, r in enumerate(raw)
+        ]
+    C = [at(b, confidence_block, r, int(offsets[b]), orientation=side, **kwargs) for b, r in enumerate(raw)]
+    return C, [at(b, K.nonempty_rows, c) for b, c in enumerate(C)]
 
 
 # --------------------------------------------------------------- blocks held as futures or arrays

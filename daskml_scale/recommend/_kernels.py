@@ -124,10 +124,12 @@ def as_piece(C, factors: int = 64) -> Piece:
     tiles = coo.col // tile
     key = tiles.astype(np.uint16) if C.shape[1] // tile < (1 << 16) else tiles
     order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys: linear
+    del tiles, key
+    # one gathered copy each (astype copies only when the type differs)
     return Piece(
-        coo.row[order].astype(np.int32),
-        coo.col[order].astype(np.int32),
-        coo.data[order].astype(np.float32),
+        coo.row[order].astype(np.int32, copy=False),
+        coo.col[order].astype(np.int32, copy=False),
+        coo.data[order].astype(np.float32, copy=False),
         (int(C.shape[0]), int(C.shape[1])),
     )
 
