@@ -94,6 +94,24 @@ def test_half_step_over_pieces_equals_whole_solve(kernel, monkeypatch):
     assert not B.gather_mode(200, 300, k, 4 * k * 199)  # over the memory budget
 
 
+@pytest.mark.parametrize("tile_bytes", [64, 2 << 20])
+def test_pieces_cut_from_the_csr_equal_tiled_slices(tile_bytes, monkeypatch):
+    # the direct cut (a counting sort per tile of rows) against as_piece on CSC column slices
+    monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, 1_000, 20_000), rng.integers(0, 300, 20_000)
+    C = sp.csr_matrix((rng.random(20_000).astype(np.float32) + 0.5, (r, c)), shape=(1_000, 300))
+    C.sum_duplicates()
+    offsets = np.array([0, 100, 100, 300])  # an empty range too
+    Cc = sp.csc_matrix(C)
+    for got, (lo, hi) in zip(K.cut_pieces(C, offsets, 8), zip(offsets[:-1], offsets[1:]), strict=True):
+        want = K.as_piece(Cc[:, lo:hi].T, 8)
+        assert got.shape == want.shape and got.nnz == want.nnz
+        for a, b in zip(got[:3], want[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+
+
 def test_non_finite_rows_counted_by_chunks():
     F = np.ones((50, 4), dtype=np.float32)
     F[[0, 6, 7, 49], [1, 0, 3, 2]] = [np.nan, np.inf, -np.inf, np.nan]

@@ -76,12 +76,7 @@ def split_pieces(C: sp.csr_matrix, other_offsets: np.ndarray, factors: int) -> l
     (:class:`~daskml_scale.recommend._kernels.Piece`, 12 bytes a value, tiled for the cache): the
     rows the other side solves, against the factors that stay here. Together they hold ``C`` once.
     """
-    Cc = sp.csc_matrix(C)
-    pieces = []
-    for j in range(len(other_offsets) - 1):
-        lo, hi = int(other_offsets[j]), int(other_offsets[j + 1])
-        pieces.append(K.as_piece(Cc[:, lo:hi].T, factors))
-    return pieces
+    return K.cut_pieces(C, other_offsets, factors)
 
 
 def partial_products(t: int, V: np.ndarray, residual: bool, kernel: str, *held) -> np.ndarray:
