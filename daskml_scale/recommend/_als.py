@@ -407,7 +407,7 @@ class ALSRecommender(BaseEstimator):
         owner = type(self).__name__
         k, reg, seed = int(self.factors), float(self.regularization), int(self.random_state)
         kernel = "numba" if self.kernel == "auto" else self.kernel
-        s, nb_u, nb_i = runner.submit, len(bm.users), len(bm.items)
+        nb_u, nb_i = len(bm.users), len(bm.items)
         conf = self._conf()
         kw = {"confidence": conf["confidence"], "alpha": conf["alpha"], "k1": conf["k1"]}
         if self.confidence == "bm25":
@@ -425,7 +425,9 @@ class ALSRecommender(BaseEstimator):
         items, nonempty_i = B.confidences(runner, bm.items, bm.item_offsets, "item", not gather_u, kw)
         bm.users, bm.items = [], []  # the raw blocks are released once their confidences exist
         # small: two numbers per block, from one side (both hold every pair)
-        stats = runner.gather([s(B.conf_stats, C) for C in (users if users is not None else items)])
+        stats = runner.gather(
+            [at(b, B.conf_stats, C) for b, C in enumerate(users if users is not None else items)]
+        )
         max_conf = max((m for m, _ in stats), default=0.0)
         complete = sum(n for _, n in stats) == bm.nnz  # no pair of zero confidence was dropped
         whole_u = [at(b, B.whole_piece, C, k) for b, C in enumerate(users)] if gather_u else None
@@ -463,7 +465,9 @@ class ALSRecommender(BaseEstimator):
                 new = B.half_step_gathered(runner, whole, F, T, nonempty, reg, cg, kernel)
             else:
                 new = B.half_step(runner, pieces, F, T, nonempty, reg, cg, kernel)
-            bad = sum(runner.gather([s(B.n_nonfinite, x) for x in new]))  # small: a count per block
+            bad = sum(
+                runner.gather([at(t, B.n_nonfinite, x) for t, x in enumerate(new)])
+            )  # small: a count per block
             if bad:
                 n = bm.n_users if side == "users" else bm.n_items
                 _raise_non_finite(side, bad, n, it, n_iter, max_conf, owner)

@@ -288,9 +288,15 @@ def _seen_of_pairs(n_rows: int, n_cols: int, *pairs):
 
 
 def _seen_of_own_pieces(pieces, item_offsets, n_rows: int):
-    """A user block's pieces (rows: items of block ``j``, columns: this block's users) as its pairs."""
-    pairs = [(p.cols, p.rows + np.int32(item_offsets[j])) for j, p in enumerate(pieces)]
-    return _seen_of_pairs(n_rows, int(item_offsets[-1]), *pairs)
+    """A user block's pieces (rows: items of block ``j``, columns: this block's users) as its pairs,
+    filled piece by piece (only the pattern and a count per user are allocated)."""
+    from ._matrix import fill_pattern
+
+    counts = np.zeros(n_rows, dtype=np.int64)
+    for p in pieces:
+        counts += np.bincount(p.cols, minlength=n_rows)
+    return fill_pattern(counts, [(p.cols, p.rows, int(item_offsets[j])) for j, p in enumerate(pieces)],
+                        int(item_offsets[-1]))  # fmt: skip
 
 
 def bm25_on_workers(runner, bm, conf):

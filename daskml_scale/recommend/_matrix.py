@@ -198,11 +198,12 @@ def build_block(pieces, n_rows: int, n_cols: int) -> sp.csr_matrix:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_rows(rows, cols, indptr, out):  # pragma: no cover - compiled
-    pos = indptr[:-1].copy()
+def _fill_rows(rows, cols, indptr, out, pos=None, offset=0):  # pragma: no cover - compiled
+    if pos is None:
+        pos = indptr[:-1].copy()
     for j in range(len(rows)):
         r = rows[j]
-        out[pos[r]] = cols[j]
+        out[pos[r]] = cols[j] + offset
         pos[r] += 1
 
 
@@ -220,6 +221,19 @@ def pattern_csr(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) ->
     out = np.empty(len(rows), dtype=np.int32)
     _fill_rows(rows, np.asarray(cols, dtype=np.int32), indptr, out)
     return sp.csr_matrix((np.ones(len(rows), dtype=bool), out, indptr), shape=(n_rows, n_cols))
+
+
+def fill_pattern(counts: np.ndarray, parts: list, n_cols: int) -> sp.csr_matrix:
+    """A boolean CSR from ``parts`` of ``(rows, cols, col_offset)`` whose per-row ``counts`` are
+    known, filled part by part (no concatenation): like :func:`pattern_csr`."""
+    n_rows, nnz = len(counts), int(counts.sum())
+    indptr = np.zeros(n_rows + 1, dtype=np.int32 if nnz < np.iinfo(np.int32).max else np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    out = np.empty(nnz, dtype=np.int32)
+    pos = indptr[:-1].copy()
+    for rows, cols, offset in parts:
+        _fill_rows(rows, cols, indptr, out, pos, np.int32(offset))
+    return sp.csr_matrix((np.ones(nnz, dtype=bool), out, indptr), shape=(n_rows, n_cols))
 
 
 def bm25_stats_rows(block: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
