@@ -281,6 +281,31 @@ def test_client_memory_does_not_grow_with_users(client, spread):
     assert grow_large < grow_small + 10, (grow_small, grow_large)
 
 
+@pytest.mark.parametrize("confidence", ["linear", "bm25"])
+def test_fold_in_of_a_cluster_model_reads_its_blocks_on_the_workers(client, spread, confidence):
+    from daskml_scale.recommend import PopularityRecommender, recommend_new_users
+
+    ddf = _interactions(npartitions=4)
+    m = ALSRecommender(factors=6, iterations=3, engine="distributed", confidence=confidence, n_blocks=3)
+    m.fit(ddf, client=client)
+    rng = np.random.default_rng(1)
+    new = pd.DataFrame({"user_id": 10**6 + rng.integers(0, 40, 400), "item_id": rng.integers(0, 95, 400)})
+    new.loc[new["user_id"] == 10**6, "item_id"] = 10**5  # one user with only unknown items: fallback
+    new = dd.from_pandas(new, npartitions=3)
+    pop = PopularityRecommender().fit(ddf)
+    with spread() as ts:
+        got = recommend_new_users(m, new, n=7, fallback=pop).compute()
+    ts.assert_spread(prefix="_fold_in_partition")
+    assert "_local" not in m.__dict__  # the item side never came to this process
+    # oracle: the same model in this process (its own fold-in: Gram matrix of the whole item side)
+    want = recommend_new_users(m.to_local(), new, n=7, fallback=pop).compute()
+    key = ["user_id", "rank"]
+    got, want = got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[["user_id", "item_id", "rank"]], want[["user_id", "item_id", "rank"]])
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5)
+    assert got["user_id"].nunique() == 40 and (got.groupby("user_id").size() == 7).all()
+
+
 def test_cluster_model_saves_without_credentials_and_folds_in(client, tmp_path):
     """Regressions: credentials were written into params.json, a Path checkpoint broke save, fold-in
     tasks received futures they could not gather, resume with engine='implicit' was ignored."""

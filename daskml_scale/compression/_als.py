@@ -92,19 +92,12 @@ class QuantizedALSRecommender(ALSRecommender):
 
         The Gram matrix is accumulated tile by tile; each user reads only its own items' rows.
         """
+        from ..recommend._foldin import solve_users
+
         Q = self.item_factors_
         A0 = self._item_gram() + self.regularization * np.eye(Q.n_cols)
-        out = np.zeros((C.shape[0], Q.n_cols), dtype=np.float32)
-        for u in range(C.shape[0]):
-            lo, hi = C.indptr[u], C.indptr[u + 1]
-            if lo == hi:
-                continue
-            idx, c = C.indices[lo:hi], C.data[lo:hi].astype(np.float64)
-            Yi = Q[idx].dequantize().astype(np.float64)  # this user's items only
-            A = A0 + (Yi * (np.abs(c) - 1)[:, None]).T @ Yi
-            b = (np.where(c > 0, c, 0)[:, None] * Yi).sum(axis=0)
-            out[u] = np.linalg.solve(A, b)
-        return out
+        # this user's items only
+        return solve_users(C, A0, lambda idx: Q[idx].dequantize().astype(np.float64))
 
     def _item_gram(self) -> np.ndarray:
         gram = self.__dict__.get("_gram_cache")

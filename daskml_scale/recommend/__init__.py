@@ -13,8 +13,9 @@ Examples
 from ._als import ALSRecommender
 from ._ann import ItemIndex, approximate_similar_items, recall_at_k
 from ._artifacts import load_model
+from ._foldin import recommend_new_users
 from ._popularity import PopularityRecommender
-from ._topn import recommend_all, recommend_new_users, similar_items
+from ._topn import recommend_all, similar_items
 
 __all__ = [
     "ALSRecommender",

@@ -618,28 +618,18 @@ class ALSRecommender(BaseEstimator):
 
     def _fold_in(self, C) -> np.ndarray:
         """Factors of new users from their confidence rows ``C`` (exact solve, fixed item factors)."""
-        Y = self.item_factors_.astype(np.float64)
-        A0 = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
-        out = np.zeros((C.shape[0], Y.shape[1]), dtype=np.float32)
-        for u in range(C.shape[0]):
-            lo, hi = C.indptr[u], C.indptr[u + 1]
-            if lo == hi:
-                continue
-            idx, c = C.indices[lo:hi], C.data[lo:hi].astype(np.float64)
-            Yi = Y[idx]
-            A = A0 + (Yi * (np.abs(c) - 1)[:, None]).T @ Yi
-            b = (np.where(c > 0, c, 0)[:, None] * Yi).sum(axis=0)
-            out[u] = np.linalg.solve(A, b)
-        return out
+        from ._foldin import solve_users
+
+        Y = self.item_factors_
+        G = Y.astype(np.float64).T @ Y.astype(np.float64)
+        return solve_users(
+            C, G + self.regularization * np.eye(Y.shape[1]), lambda idx: Y[idx].astype(np.float64)
+        )
 
     def _confidence_rows(self, C):
-        if self.confidence == "bm25":
-            # new users: idf from their own counts, item norms as 1 (their lengths are not kept)
-            bm25 = (np.ones(C.shape[1]), np.log(C.shape[1]) - np.log1p(np.diff(C.indptr)))
-            return apply_confidence(
-                C, confidence="bm25", alpha=self.alpha, bm25=bm25, k1=self.bm25_k1, orientation="user"
-            )
-        return apply_confidence(C, confidence=self.confidence, alpha=self.alpha)
+        from ._foldin import confidence_rows
+
+        return confidence_rows(C, self.confidence, self.alpha, self.bm25_k1)
 
     def similar_items(self, items, n: int = 10):
         """Most similar items (cosine of item factors); see :func:`similar_items`."""

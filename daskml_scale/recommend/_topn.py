@@ -1,6 +1,6 @@
-"""Batch top-N: every user's recommendations, similar items, fold-in for new users.
+"""Batch top-N: every user's recommendations and similar items (fold-in for new users: ``_foldin``).
 
-All three work block by block, each block in bounded memory (:mod:`._tiled`): a batch of user (or
+Both work block by block, each block in bounded memory (:mod:`._tiled`): a batch of user (or
 item) vectors times one float32 tile of the item factors, the seen items of the tile masked, only the
 scores that can still reach a row's top ``n`` merged into its running top ``n``; one BLAS thread per
 task (Dask runs one task per core). The scratch of one task is sized from the config
@@ -28,7 +28,7 @@ from ..errors import ParameterError, SchemaError, check_fitted, check_in
 from ._matrix import block_bounds, build_block, check_interactions, index_partition, pattern_csr, split_pieces
 from ._tiled import one_blas_thread, task_memory, tiled_top_n, top_k_merge
 
-__all__ = ["recommend_all", "recommend_new_users", "similar_items"]
+__all__ = ["recommend_all", "similar_items"]
 
 _OUTPUT_ROW_BYTES = 64  # one output row (user, item, score, rank) while a partition's frame is built
 
@@ -304,88 +304,6 @@ def _recommend_blocks(model, n, seen, users_per_partition, client):
                                                          items, V, n))  # fmt: skip
     meta = _recs_meta(model._id_meta("user"), model._id_meta("item"))
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
-
-
-def _fold_in_partition(df, model, n, exclude_seen, fallback):
-    users = np.sort(df[S.USER_ID].unique())
-    if len(users) == 0:
-        return _recs_meta(np.asarray(df[S.USER_ID]), model.item_ids_)
-    rows, cols, w = index_partition(df, users, model.item_ids_)
-    C_raw = build_block([(rows, cols, w)], len(users), len(model.item_ids_))
-    C = model._confidence_rows(C_raw)
-    vectors = model._fold_in(C)
-    out = _block_recs(vectors, model._item_matrix(), C_raw if exclude_seen else None, users,
-                      model.item_ids_, n)  # fmt: skip
-    if fallback is not None:
-        cold = np.diff(C.indptr) == 0
-        if cold.any():
-            seen = C_raw[cold] if exclude_seen else None
-            ones = np.ones((int(cold.sum()), 1))
-            fb = _block_recs(ones, fallback._item_matrix(), None, users[cold], fallback.item_ids_, n)
-            if seen is not None and seen.nnz:
-                known = pd.MultiIndex.from_arrays(
-                    [users[cold][np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))],
-                     model.item_ids_[seen.indices]]
-                )  # fmt: skip
-                fb = fb[~pd.MultiIndex.from_frame(fb[[S.USER_ID, S.ITEM_ID]]).isin(known)]
-                fb[S.RANK] = fb.groupby(S.USER_ID).cumcount().astype(np.int64) + 1
-            out = pd.concat([out[~out[S.USER_ID].isin(users[cold])], fb], ignore_index=True)
-    return out
-
-
-def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool = True, fallback=None):
-    """Recommendations for users absent from training, from their interactions (fold-in).
-
-    Each new user's factors are solved exactly against the model's fixed item factors (the user
-    half-step of ALS for that user alone); items unknown to the model are ignored. A user with no
-    known items gets ``fallback``'s list (e.g. a fitted :class:`PopularityRecommender`) when given.
-
-    Parameters
-    ----------
-    model : ALSRecommender or PopularityRecommender
-        Fitted.
-    interactions : dask.dataframe.DataFrame or pandas.DataFrame
-        ``user_id, item_id[, weight]`` of the new users; shuffled by user when it has several
-        partitions.
-    n : int
-    exclude_seen : bool
-        Do not recommend the items in ``interactions``.
-    fallback : PopularityRecommender, optional
-        Cold-start list for users without any known item.
-
-    Returns
-    -------
-    dask.dataframe.DataFrame
-        ``user_id, item_id, score, rank``.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from daskml_scale.data import make_interactions
-    >>> from daskml_scale.recommend import ALSRecommender, recommend_new_users
-    >>> model = ALSRecommender(factors=4, iterations=2).fit(make_interactions(5_000, 100, 50, seed=0))
-    >>> new = pd.DataFrame({"user_id": [10**6, 10**6], "item_id": [0, 1]})
-    >>> len(recommend_new_users(model, new, n=5).compute())  # small: a few new users
-    5
-    """
-    owner = "recommend_new_users"
-    check_fitted(model, "item_blocks_" if getattr(model, "item_blocks_", None) is not None else "item_ids_")
-    _check_n(n, owner)
-    if fallback is not None:
-        check_fitted(fallback, "item_ids_")
-    ddf = check_interactions(interactions, owner)
-    if ddf.npartitions > 1:
-        ddf = ddf.shuffle(on=S.USER_ID)
-    meta = _recs_meta(np.asarray(ddf._meta[S.USER_ID]), model.item_ids_)
-    return ddf.map_partitions(
-        _fold_in_partition,
-        _light(model),
-        int(n),
-        bool(exclude_seen),
-        None if fallback is None else _light(fallback),
-        meta=meta,
-        enforce_metadata=False,
-    )
 
 
 def _unit_rows(F) -> np.ndarray:
