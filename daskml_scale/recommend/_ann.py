@@ -439,12 +439,7 @@ def approximate_similar_items(
     _faiss()  # fail now, not on a worker, without the extra
     F = _check_factors(item_factors, owner)
     ids = _check_ids(item_ids, len(F), owner)
-    n_items = len(F)
     client = get_client(client)
-    n_blocks = math.ceil(n_items / items_per_partition)
-    if client is not None:  # at least one block per worker thread, so every worker builds and works
-        n_blocks = max(n_blocks, sum(client.nthreads().values()))
-    bounds = block_bounds(n_items, n_blocks)
     # the cache key: same factors and build parameters -> same index (ef_search is a query setting)
     token = dask.base.tokenize(F, M, ef_construction)
     if client is not None:
@@ -452,14 +447,25 @@ def approximate_similar_items(
         idd = client.scatter(ids, broadcast=True, hash=False)
     else:
         Fd, idd = dask.delayed(F, pure=True), dask.delayed(ids, pure=True)
-    name = "ann-similar-items-" + dask.base.tokenize(token, ids, ef_search, n, bounds)
+    return ann_frame(Fd, idd, ids[:0], len(F), token, params, n, items_per_partition, client)
+
+
+def ann_frame(Fd, idd, ids_meta, n_items: int, token: str, params: dict, n: int, items_per_partition, client):
+    """The lazy frame of :func:`approximate_similar_items` from factors and ids already placed:
+    scattered arrays, futures on the cluster (a model's item blocks, concatenated on a worker) or
+    delayed values. ``token`` names the index in each worker's cache."""
+    n_blocks = math.ceil(n_items / items_per_partition)
+    if client is not None:  # at least one block per worker thread, so every worker builds and works
+        n_blocks = max(n_blocks, sum(client.nthreads().values()))
+    bounds = block_bounds(n_items, n_blocks)
+    name = "ann-similar-items-" + dask.base.tokenize(token, idd, params["ef_search"], n, bounds)
     parts = [
         dask.delayed(_ann_block, pure=True)(
             Fd, idd, token, params, int(bounds[b]), int(bounds[b + 1]), int(n), dask_key_name=f"{name}-{b}"
         )
         for b in range(len(bounds) - 1)
     ]  # fmt: skip
-    return dd.from_delayed(parts, meta=_meta(ids), verify_meta=False)
+    return dd.from_delayed(parts, meta=_meta(ids_meta), verify_meta=False)
 
 
 def exact_top_n(item_factors, queries, n: int = 10, *, dtype=np.float64, batch_rows: int = 64):

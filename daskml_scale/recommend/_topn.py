@@ -378,12 +378,51 @@ def _similar_ann(model, items, n, items_per_partition, client, ann_params):
     check_fitted(
         model, "item_blocks_" if getattr(model, "item_blocks_", None) is not None else "item_factors_"
     )
+    ib = _cluster_item_blocks(model)
+    if ib is not None:  # the index is built on the workers from the item blocks, never here
+        return _similar_ann_blocks(ib, model._id_meta("item"), items, n, items_per_partition, ann_params)
     ids, F = model.item_ids_, model.item_factors_
     if items is None:
         kw = {"items_per_partition": items_per_partition} if items_per_partition is not None else {}
         return approximate_similar_items(ids, F, n, client=client, **kw, **ann_params)
     items, pos = _item_positions(ids, items, "similar_items")
     rows, cols, score, rank = ItemIndex(**ann_params).fit(F).query_long(pos, n)
+    return _similar_frame(items, ids, rows, cols, score, rank)
+
+
+def _similar_ann_blocks(ib, ids_meta, items, n, items_per_partition, ann_params):
+    """method="ann" for item blocks on the cluster: factors and ids concatenated on a worker, the
+    index built from them once per worker (cached by the blocks' keys); queries answered there."""
+    from ._ann import ItemIndex, _faiss, ann_frame
+    from ._blocks import concat
+
+    params = {"M": 32, "ef_construction": 100, "ef_search": 128, **ann_params}
+    ItemIndex(**params)._check_params("similar_items")
+    _faiss()  # fail now, not on a worker, without the extra
+    client = ib.factors[0].client
+    Fd = client.submit(concat, *ib.factors, pure=False)
+    idd = client.submit(concat, *ib.ids, pure=False)
+    token = dask.base.tokenize([f.key for f in ib.factors], params["M"], params["ef_construction"])
+    if items is None:
+        per = 50_000 if items_per_partition is None else int(items_per_partition)
+        return ann_frame(Fd, idd, ids_meta, ib.n_rows, token, params, n, per, client)
+    # small: the queries' neighbours
+    return client.submit(_ann_queries, Fd, idd, token, params, np.asarray(items), n, pure=False).result()
+
+
+def _ann_queries(F, ids, token, params, items, n):
+    from ._ann import _cached_index
+
+    items, pos = _item_positions(ids, items, "similar_items")
+    rows, cols, score, rank = _cached_index(token, F, params).query_long(pos, n)
+    return _similar_frame(items, ids, rows, cols, score, rank)
+
+
+def _similar_queries(U, ids, items, n):
+    """Exact neighbours of the query ``items`` (unit rows ``U`` of every item), in one task."""
+    items, pos = _item_positions(ids, items, "similar_items")
+    with one_blas_thread():
+        rows, cols, score, rank = tiled_top_n(U[pos], U, n, _self_pairs(pos, len(U)))
     return _similar_frame(items, ids, rows, cols, score, rank)
 
 
@@ -474,8 +513,17 @@ def similar_items(
     check_in("method", method, ("exact", "ann"), owner)
     if method == "ann":
         return _similar_ann(model, items, int(n), items_per_partition, client, ann_params or {})
-    if items is None and _cluster_item_blocks(model) is not None:  # scored where the blocks live
+    ib = _cluster_item_blocks(model)
+    if ib is not None and items is None:  # scored where the blocks live
         return _similar_blocks(model, int(n), items_per_partition)
+    if ib is not None:  # a few queries: answered on a worker holding the assembled item side
+        from ._blocks import concat
+
+        client = ib.factors[0].client
+        U = client.submit(_unit_concat, *ib.factors, pure=False)
+        idd = client.submit(concat, *ib.ids, pure=False)
+        # small: the queries' neighbours
+        return client.submit(_similar_queries, U, idd, np.asarray(items), int(n), pure=False).result()
     check_fitted(model, "item_factors_")
     ids = model.item_ids_
     if hasattr(model, "_similarity_inputs"):  # quantized factors (daskml_scale.compression)
@@ -512,5 +560,4 @@ def similar_items(
             frames.append(out)
         return pd.concat(frames, ignore_index=True)
     (U,) = shared
-    rows, cols, score, rank = tiled_top_n(U[pos], U, n, _self_pairs(pos, len(U)))
-    return _similar_frame(items, ids, rows, cols, score, rank)
+    return _similar_queries(U, ids, items, n)
