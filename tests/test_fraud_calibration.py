@@ -21,6 +21,7 @@ import pytest
 from scipy.special import expit
 from sklearn.base import clone
 
+from daskml_scale import schema as S
 from daskml_scale.data import make_transactions
 from daskml_scale.errors import ParameterError
 from daskml_scale.evaluation import Report, expected_calibration_error
@@ -70,6 +71,37 @@ def fitted(data):
         for rate in (1.0, 0.1):
             out[cls, rate] = cls(negative_rate=rate, **_params(cls)).fit(train)
     return out
+
+
+def test_early_stopping_reads_a_weighted_sample_of_the_validation_negatives(data, fitted, monkeypatch):
+    """With negative_rate < 1 and a large validation part, each round's eval_metric reads the
+    validation part's fraud rows and the same fraction of its legitimate rows, weighted 1 / rate;
+    calibration and the validation metrics still read all of it. A small part is read whole."""
+    import xgboost as xgb
+
+    from daskml_scale.fraud import _xgboost
+
+    train, _ = data
+    full, small = fitted[XGBoostFraudClassifier, 1.0], fitted[XGBoostFraudClassifier, 0.1]
+    assert full.n_stopping_ == full.n_valid_ and small.n_stopping_ == small.n_valid_  # 897 < 100,000
+    monkeypatch.setattr(_xgboost, "MIN_STOPPING_SAMPLE", 0)
+    sampled = XGBoostFraudClassifier(negative_rate=0.1, **FAST).fit(train)
+    valid = train[train.timestamp >= pd.Timestamp(sampled.valid_from_)]
+    pos, neg = int(valid.is_fraud.sum()), int((valid.is_fraud == 0).sum())
+    assert sampled.n_valid_ == pos + neg and sampled.calibration_["n_rows"] == pos + neg
+    # every fraud row and a binomial sample of the others (within 5 standard deviations)
+    assert abs(sampled.n_stopping_ - (pos + 0.1 * neg)) < 5 * np.sqrt(0.1 * 0.9 * neg), (sampled.n_stopping_, pos, neg)
+    # the metric early stopping saw is xgboost's weighted aucpr of that sample: recompute it
+    featurized, cutoff = sampled._prepare_fit(train, None)
+    _, va = sampled._split(featurized, cutoff, None)
+    stop, weighted = sampled._stopping_set(va, None)
+    stop = stop.compute()
+    assert weighted and len(stop) == sampled.n_stopping_ and stop[S.IS_FRAUD].sum() == pos
+    w = stop[_xgboost._WEIGHT].to_numpy()
+    np.testing.assert_array_equal(w, np.where(stop[S.IS_FRAUD] == 1, 1.0, 10.0).astype(np.float32))
+    dm = xgb.DMatrix(stop[sampled.model_columns_], stop[S.IS_FRAUD], weight=w, enable_categorical=True)
+    seen = float(sampled.booster_.eval(dm).split(":")[-1])
+    assert seen == pytest.approx(sampled.evals_result_["valid"]["aucpr"][sampled.best_iteration_], rel=1e-6)
 
 
 @pytest.mark.parametrize("cls", [XGBoostFraudClassifier, SGDFraudClassifier])

@@ -20,10 +20,28 @@ from ._base import (
     is_dask,
     maybe_in_memory,
     model_frame,
+    persist,
     to_dask,
 )
 
 __all__ = ["XGBoostFraudClassifier"]
+
+_WEIGHT = "_dms_stop_weight"  # the early-stopping sample's row weights
+# early stopping samples the validation negatives only when the sample keeps at least this many
+# rows: below it the whole part is cheap, and a sample of a few thousand rows (a few dozen frauds)
+# moves PR-AUC by 0.04-0.19 (measured on 9k validation rows with 20 frauds)
+MIN_STOPPING_SAMPLE = 100_000
+
+
+def _sample_negatives(pdf: pd.DataFrame, rate: float, seed: int, partition_info=None) -> pd.DataFrame:
+    """One partition of the early-stopping set: every fraud row (weight 1) and the legitimate rows
+    drawn at ``rate`` by a generator seeded with ``seed`` and the partition number (weight
+    ``1 / rate``)."""
+    i = 0 if partition_info is None else int(partition_info["number"])
+    pos = pdf[S.IS_FRAUD].to_numpy() == 1
+    keep = pos | (np.random.default_rng([int(seed), 0x5709, i]).random(len(pdf)) < rate)
+    weight = np.where(pos[keep], 1.0, 1.0 / rate).astype("float32")
+    return pdf[keep].assign(**{_WEIGHT: weight})
 
 
 class XGBoostFraudClassifier(FraudClassifierBase):
@@ -78,7 +96,12 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         the booster's raw probabilities. :meth:`decision_function` gives the raw margin either way.
     negative_rate : float in (0, 1]
         Fraction of the legitimate training rows kept (each chosen by a hash of its id and
-        ``random_state``); fraud rows and the validation part are all kept.
+        ``random_state``); fraud rows and the validation part are all kept. Below 1, when that
+        fraction of the validation part is at least ``MIN_STOPPING_SAMPLE`` (100,000) rows, early
+        stopping evaluates ``eval_metric`` each round on the validation part's fraud rows and that
+        fraction of its legitimate rows, weighted by ``1 / negative_rate`` (an estimate of the
+        metric over all of it, at that fraction of the per-round cost); calibration and
+        ``validation_metrics_`` always use all of the validation part.
     random_state : int
     checkpoint : str or path-like, optional
         Directory or fsspec URL (shared storage on a multi-machine cluster) where the booster is
@@ -117,6 +140,8 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         The fitted behaviour features.
     validation_metrics_ : dict
         ``classification_metrics`` on the validation part, plus ``ece`` (10 equal-width bins).
+    n_stopping_ : int
+        Rows early stopping evaluated each round (the validation part, or its sample).
     restarts_ : list of dict
         One entry per worker loss survived during ``fit``: the lost workers, seconds to detection,
         seconds waited for the cluster, the round resumed from.
@@ -242,6 +267,24 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         out[S.IS_FRAUD] = pdf[S.IS_FRAUD].to_numpy()
         return out
 
+    def _stopping_set(self, valid, client):
+        """What early stopping evaluates each round: ``valid``, or (``negative_rate < 1``) its fraud
+        rows and a seeded sample of its legitimate rows at that rate, weighted ``1 / rate``, kept in
+        (cluster) memory beside it. Returns ``(frame or None, weighted)``."""
+        if valid is None:
+            self.n_stopping_ = 0
+            return None, False
+        if self.negative_rate >= 1.0 or self.negative_rate * self.n_valid_ < MIN_STOPPING_SAMPLE:
+            self.n_stopping_ = int(self.n_valid_)
+            return valid, False
+        meta = valid._meta.assign(**{_WEIGHT: np.zeros(0, dtype="float32")})
+        sample = valid.map_partitions(
+            _sample_negatives, float(self.negative_rate), int(self.random_state), meta=meta
+        )
+        (sample,) = persist(sample, client=client)
+        self.n_stopping_ = int(compute_small(sample[S.IS_FRAUD].count(), client=client)[0])  # small: a count
+        return sample, True
+
     def _valid_margins(self, valid):
         meta = pd.DataFrame({S.IS_FRAUD: valid._meta[S.IS_FRAUD], "margin": np.empty(0, dtype="float64")})
         return valid.map_partitions(self._margins_of_matrix, meta=meta)
@@ -296,6 +339,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         )
         params = self._params()
         esr = self.early_stopping_rounds if valid is not None else None
+        stop, weighted = self._stopping_set(valid, client if distributed else None)
         if distributed:
             client = get_client(client)
             # xgboost cannot infer categories on a worker whose input is empty: drop empty partitions
@@ -310,12 +354,13 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                     max_bin=self.max_bin,
                     feature_types=self._feature_types(),
                 )
-                if valid is None:
+                if stop is None:
                     return dtrain, []
                 dvalid = xgb.dask.DaskQuantileDMatrix(
                     client,
-                    valid[self.model_columns_],
-                    valid[S.IS_FRAUD],
+                    stop[self.model_columns_],
+                    stop[S.IS_FRAUD],
+                    weight=stop[_WEIGHT] if weighted else None,
                     enable_categorical=True,
                     ref=dtrain,
                     feature_types=self._feature_types(),
@@ -339,7 +384,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
         else:
             with in_memory():
                 tr = train.compute()  # small: pandas input, in memory already
-                va = valid.compute() if valid is not None else None  # small: pandas input
+                va = stop.compute() if stop is not None else None  # small: pandas input
             dtrain = xgb.QuantileDMatrix(
                 tr[self.model_columns_],
                 tr[S.IS_FRAUD],
@@ -352,6 +397,7 @@ class XGBoostFraudClassifier(FraudClassifierBase):
                 dvalid = xgb.QuantileDMatrix(
                     va[self.model_columns_],
                     va[S.IS_FRAUD],
+                    weight=va[_WEIGHT] if weighted else None,
                     enable_categorical=True,
                     ref=dtrain,
                     feature_types=self._feature_types(),
