@@ -11,7 +11,9 @@ held-out days, with and without it."
    columns), so the timed ``fit`` is the model's training: read, time split, down-sampling, the
    persisted float32 matrix, boosting with early stopping on the validation days, calibration.
 3. For each ``--rates`` value: ``XGBoostFraudClassifier(negative_rate=r)`` fitted on the first
-   ``60 - --test-days`` days (its validation part the latest 20% of them, never sampled); then the
+   ``60 - --test-days`` days (its validation part the latest 20% of them: calibration and the
+   validation metrics read all of it, early stopping a weighted sample of its legitimate rows when
+   ``negative_rate < 1``, see ``XGBoostFraudClassifier``); then the
    test days scored: PR-AUC and ROC-AUC (exact, on the workers) and mean predicted probability
    against the observed fraud rate.
 
@@ -112,6 +114,9 @@ def main(argv=None):
                 "train_positive": int(model.n_train_positive_),
                 "valid_rows": int(model.n_valid_),
                 "rounds": int(model.best_iteration_) + 1,
+                # what early stopping read each round, and the metric it saw at the best round
+                "stopping_rows": int(model.n_stopping_),
+                "stopping_aucpr_at_best": float(model.evals_result_["valid"]["aucpr"][model.best_iteration_]),
                 "test_rows": int(n),
                 "test_pr_auc": float(pr),
                 "test_roc_auc": float(roc),
@@ -124,6 +129,8 @@ def main(argv=None):
             del scored
             print(
                 f"negative_rate={rate}: fit {fit_s:.1f} s on {model.n_train_:,} rows, {run['rounds']} rounds, "
+                f"early stopping on {run['stopping_rows']:,} rows (aucpr {run['stopping_aucpr_at_best']:.4f}, "
+                f"validation PR-AUC {model.validation_metrics_['pr_auc']:.4f}), "
                 f"test PR-AUC {pr:.4f}, ROC-AUC {roc:.4f}, mean p / rate {run['mean_probability_over_rate']:.3f}",
                 flush=True,
             )
