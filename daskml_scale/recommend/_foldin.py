@@ -78,17 +78,24 @@ def _assemble(n_blocks: int, gram, regularization, confidence, alpha, k1, *block
     return BlockFoldIn(np.concatenate(ids), np.concatenate(factors), A0, confidence, alpha, k1)
 
 
-def _block_fold_in(model, ib):
-    """A future of the :class:`BlockFoldIn` of ``model`` (item blocks ``ib`` on its cluster)."""
+def _block_fold_in(model, ib) -> list:
+    """Futures of the :class:`BlockFoldIn` of ``model`` (item blocks ``ib`` on its cluster), one
+    assembled on each worker: the fold-in tasks are dealt over them, so that they spread instead of
+    all queueing where a single copy lives (their input partitions are small beside it)."""
     from ._blocks import side_gram
     from ._runner import Runner
 
-    client = ib.factors[0].client
-    gram = side_gram(Runner(client), ib.factors)
-    return client.submit(
-        _assemble, ib.n_blocks, gram, float(model.regularization), model.confidence, float(model.alpha),
-        float(model.bm25_k1), *ib.ids, *ib.factors, pure=False,
-    )  # fmt: skip
+    runner = Runner(ib.factors[0].client)
+    gram = side_gram(runner, ib.factors)
+    args = (
+        ib.n_blocks,
+        gram,
+        float(model.regularization),
+        model.confidence,
+        float(model.alpha),
+        float(model.bm25_k1),
+    )
+    return [runner.submit_to(w, _assemble, *args, *ib.ids, *ib.factors) for w in range(runner.n_workers())]
 
 
 def _fold_in_partition(df, model, n, exclude_seen, fallback):
@@ -124,9 +131,9 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     Each new user's factors are solved exactly against the model's fixed item factors (the user
     half-step of ALS for that user alone); items unknown to the model are ignored. A user with no
     known items gets ``fallback``'s list (e.g. a fitted :class:`PopularityRecommender`) when given.
-    A model whose factors are blocks on the cluster never brings its item side to this process: one
+    A model whose factors are blocks on the cluster never brings its item side to this process: each
     worker assembles it from the item blocks, with the Gram matrix summed on the workers, and the
-    tasks read it there. One pass over ``interactions`` (plus the shuffle by user).
+    fold-in tasks are dealt over the workers. One pass over ``interactions`` (plus the shuffle by user).
 
     Parameters
     ----------
@@ -169,11 +176,11 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     if ib is not None and on_cluster(ib.factors):
         # the item side stays on the cluster: one worker concatenates the item blocks and sums the
         # Gram matrix (worker to worker), and every fold-in task reads that one object
-        fold = _block_fold_in(model, ib)
+        folds = _block_fold_in(model, ib)
         meta = _recs_meta(np.asarray(ddf._meta[S.USER_ID]), model._id_meta("item"))
         parts = [
-            dask.delayed(_fold_in_partition)(p, fold, int(n), bool(exclude_seen), fb)
-            for p in ddf.to_delayed()
+            dask.delayed(_fold_in_partition)(p, folds[i % len(folds)], int(n), bool(exclude_seen), fb)
+            for i, p in enumerate(ddf.to_delayed())
         ]
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
     meta = _recs_meta(np.asarray(ddf._meta[S.USER_ID]), model.item_ids_)
