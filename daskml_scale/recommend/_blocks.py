@@ -274,29 +274,21 @@ def raw_seen(block) -> sp.csr_matrix:
 
 
 def _piece_pairs(pieces, t: int, offset: int):
-    """(user row, global item column) of piece ``t`` of an item block (rows: that user block's)."""
+    """Piece ``t`` of an item block as a ``(user rows, item columns, column offset)`` part."""
     p = pieces[t]
-    return p.rows, p.cols + np.int32(offset)
+    return p.rows, p.cols, offset
 
 
-def _seen_of_pairs(n_rows: int, n_cols: int, *pairs):
-    from ._matrix import pattern_csr
+def _seen_of_pairs(n_rows: int, n_cols: int, *parts):
+    from ._matrix import fill_pattern
 
-    rows = np.concatenate([r for r, _ in pairs]) if pairs else np.zeros(0, np.int32)
-    cols = np.concatenate([c for _, c in pairs]) if pairs else np.zeros(0, np.int32)
-    return pattern_csr(rows, cols, n_rows, n_cols)
+    return fill_pattern(list(parts), n_rows, n_cols)
 
 
 def _seen_of_own_pieces(pieces, item_offsets, n_rows: int):
-    """A user block's pieces (rows: items of block ``j``, columns: this block's users) as its pairs,
-    filled piece by piece (only the pattern and a count per user are allocated)."""
-    from ._matrix import fill_pattern
-
-    counts = np.zeros(n_rows, dtype=np.int64)
-    for p in pieces:
-        counts += np.bincount(p.cols, minlength=n_rows)
-    return fill_pattern(counts, [(p.cols, p.rows, int(item_offsets[j])) for j, p in enumerate(pieces)],
-                        int(item_offsets[-1]))  # fmt: skip
+    """A user block's pieces (rows: items of block ``j``, columns: this block's users) as its pairs."""
+    parts = [(p.cols, p.rows, int(item_offsets[j])) for j, p in enumerate(pieces)]
+    return _seen_of_pairs(n_rows, int(item_offsets[-1]), *parts)
 
 
 def bm25_on_workers(runner, bm, conf):

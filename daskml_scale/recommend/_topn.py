@@ -396,8 +396,9 @@ def _similar_ann_blocks(ib, ids_meta, items, n, items_per_partition, ann_params)
     from ._ann import ItemIndex, _faiss, ann_frame
     from ._blocks import concat
 
-    params = {"M": 32, "ef_construction": 100, "ef_search": 128, **ann_params}
-    ItemIndex(**params)._check_params("similar_items")
+    index = ItemIndex(**ann_params)  # its defaults
+    index._check_params("similar_items")
+    params = {"M": index.M, "ef_construction": index.ef_construction, "ef_search": index.ef_search}
     _faiss()  # fail now, not on a worker, without the extra
     client = ib.factors[0].client
     Fd = client.submit(concat, *ib.factors, pure=False)
