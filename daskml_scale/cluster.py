@@ -140,7 +140,10 @@ def persist(*collections, client: Client | None = None):
     Each collection is optimized first, as its own ``.persist()`` does: with dask 2026.8 a persisted,
     unoptimized projection of a filtered ``read_parquet`` loses its futures ("lost dependencies") on
     the next reduction (``client.persist`` and ``dask.persist`` of the raw collection both do). One
-    call for all, so that collections sharing an upstream compute it once.
+    call for all, so that collections sharing an upstream compute it once. With several collections
+    they are optimized without task fusion: fusing each one alone copies the upstream they share into
+    each of their fused tasks (the same partitions read, annotated or featurized once per collection),
+    where the unfused graphs name the shared tasks alike and the scheduler runs them once.
 
     Returns
     -------
@@ -150,7 +153,8 @@ def persist(*collections, client: Client | None = None):
     client = get_client(client)
     if client is None:
         return dask.persist(*collections)
-    optimized = [c.optimize(fuse=True) if hasattr(c, "optimize") else c for c in collections]
+    fuse = len(collections) == 1
+    optimized = [c.optimize(fuse=fuse) if hasattr(c, "optimize") else c for c in collections]
     return dask.persist(*optimized, scheduler=client)
 
 

@@ -95,3 +95,28 @@ def test_connect_from_a_fresh_process_with_env(tmp_path):
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
         )
         assert out.stdout.strip() == lc.scheduler_address, out.stderr
+
+
+def test_persist_of_several_collections_computes_their_shared_upstream_once(client, tmp_path):
+    """Two collections persisted together share the partitions of their upstream: each runs once.
+    (Optimizing each with task fusion copied the shared ``map_partitions`` into both fused chains:
+    every partition was computed twice, as in clean's first pass and fit's train/valid split.)"""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from daskml_scale.cluster import persist
+
+    log = tmp_path / "calls"
+
+    def upstream(pdf):
+        with open(log, "a") as fh:
+            fh.write(f"{len(pdf)}\n")
+        return pdf
+
+    base = dd.from_pandas(pd.DataFrame({"a": range(400)}), npartitions=4).map_partitions(upstream)
+    even, odd = base[base["a"] % 2 == 0] + 1, base[base["a"] % 2 == 1] * 2
+    even, odd = persist(even, odd, client=client)
+    got_even, got_odd = compute(even["a"].sum(), odd["a"].sum(), client=client)
+    assert (got_even, got_odd) == (sum(range(0, 400, 2)) + 200, 2 * sum(range(1, 400, 2)))
+    # (Dask calls ``upstream`` on small fake frames to infer its metadata: not partitions)
+    assert [n for n in log.read_text().split() if n == "100"] == ["100"] * 4

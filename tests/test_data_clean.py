@@ -390,3 +390,32 @@ def test_clean_keeps_the_input_partitioning_and_order(planted, write, tmp_path):
         expected = [int(t) for t in ids if pd.notna(t) and int(t) not in dropped]
         # (an id dropped here as a later copy can have its first copy in another partition)
         assert out["transaction_id"].tolist() == expected, i
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_clean_with_out_reads_the_input_once_and_again_only_where_later_copies_are(planted, duplicate, tmp_path):
+    """Nothing to learn: the parts are written in the pass that finds the later copies; only the
+    partition holding one is read again (every partition was read twice before), and the outputs
+    equal the lazy two-pass result's."""
+    base, _, _ = planted
+    frames = [base.iloc[:1000].copy(), base.iloc[1000:2000].copy(), base.iloc[2000:].copy()]
+    if duplicate:  # a copy of two rows of partition 0, read later in partition 2
+        frames[2] = pd.concat([frames[2], frames[0].iloc[[7, 8]]])
+    frames = [f.reset_index(drop=True) for f in frames]
+    ddf, calls = _counted(frames)
+    res = clean(ddf, TRANSACTIONS, out=tmp_path / "o", quarantine_out=tmp_path / "q")
+    assert calls == ({0: 1, 1: 1, 2: 2} if duplicate else {0: 1, 1: 1, 2: 1})
+    lazy = clean(_from_frames(frames), TRANSACTIONS)
+    assert res.report.counts == lazy.report.counts
+    assert res.report.counts["duplicate_transaction_id"] == (2 if duplicate else 0)
+    for got, want in ((res.clean, lazy.clean), (res.quarantine, lazy.quarantine)):
+        g, w = got.compute(), want.compute()
+        assert list(g.columns) == list(w.columns)
+        pd.testing.assert_frame_equal(
+            g.sort_values("transaction_id").reset_index(drop=True),
+            w.sort_values("transaction_id").reset_index(drop=True),
+            check_dtype=False,
+        )
+    # each partition's clean part in its place: the later copies are gone from partition 2's part
+    parts = sorted((tmp_path / "o").glob("part.*.parquet"))
+    assert [len(pd.read_parquet(p)) for p in parts] == [1000, 1000, 1000]

@@ -260,10 +260,13 @@ def clean(
         (:mod:`daskml_scale.storage`). Without them the report is computed now (one pass) and the
         returned collections stay lazy.
 
-        Passes over the input: **two** with ``out=`` (the counts, the quantile summary for
-        ``impute``/``clip`` and the later copies' positions; then the writes, one task per input
-        partition), one with ``duplicates=False`` and no ``impute``/``clip``. Without ``out=`` the
-        first pass runs now and the returned frames are the second, lazily.
+        Passes over the input with ``out=``: **one** when nothing is learned (no ``impute``/``clip``):
+        each input partition is written (one task per partition, clean and quarantined parts) in
+        the pass that counts and shuffles the keys, and only the partitions found to hold later
+        copies are read again and rewritten (none when there are no duplicates); **two** with
+        ``impute``/``clip`` (the counts, the quantile summary and the later copies' positions;
+        then the writes, once the spec is known). Without ``out=`` the first pass runs now and
+        the returned frames are the second, lazily.
     npartitions : int, optional
         Partitions of the shuffle by key (default: as the input).
     storage_options : dict, optional
@@ -324,7 +327,10 @@ def clean(
     summary = quantile_summary(valid, feats) if learn and feats else None
     total_lazy = counts(ann, rules)
     later, total, n_dup = None, None, None
-    if dedupe:
+    # with out= and nothing to learn first, the parts are written in the pass that finds the later
+    # copies; only the input partitions holding later copies are then read again and rewritten
+    one_read = dedupe and out is not None and learn is None
+    if dedupe and not one_read:
         # pass 1: the counts, the quantile summary and, from a shuffle of the valid rows' keys, times
         # and source positions only, where the later copies were read (few; kept on the workers,
         # each input partition's copies in one partition)
@@ -363,7 +369,10 @@ def clean(
     wmeta = _split_record_meta()
     with committed(out, storage_options) as st_out, committed(quarantine_out, storage_options) as st_q:
         writers = (st_out.writer, st_q.writer)
-        if later is None:
+        if one_read:
+            later = _later_copies(valid, rules, npartitions, ann.npartitions)
+            records, total, n_dup = _write_then_rewrite(ann, later, total_lazy, writers, rules, spec, client)
+        elif later is None:
             w = ann.map_partitions(_write_split, None, *writers, rules, spec, meta=wmeta)
             total, records = compute(total_lazy, w, client=client)  # small: counts, records
         else:
@@ -426,6 +435,36 @@ def _persist_with(collection, small: list, client):
     """Persist ``collection`` and compute the ``small`` results of the same graph: one pass."""
     persisted = persist(collection, *small, client=client)
     return [persisted[0], *compute(*persisted[1:], client=client)]
+
+
+def _write_then_rewrite(ann, later, total_lazy, writers, rules: Rules, spec, client):
+    """Clean with one read of the input where no later copies are: every input partition is written
+    (clean and quarantined parts) in the pass that shuffles the keys and counts; the partitions that
+    turn out to hold later copies (few when duplicates are rare) are read again and rewritten, their
+    parts replaced under the same names. Returns (records of the parts, counts, later copies)."""
+    import dask
+
+    wmeta = _split_record_meta()
+    w = ann.map_partitions(_write_split, None, *writers, rules, spec, meta=wmeta)
+    # one pass: the parts written, the counts, and the later copies (kept on the workers) with their
+    # number per input partition (small: one int a partition)
+    later, records, total, per_part = _persist_with(later, [w, total_lazy, later.map_partitions(len)], client)
+    per_part = np.asarray(per_part, dtype=np.int64)
+    again = np.flatnonzero(per_part)
+    if len(again):
+        ann_parts, later_parts = ann.to_delayed(), later.to_delayed()
+        rewrite = dask.delayed(_write_split, pure=True)
+        rewritten = compute(
+            *[
+                rewrite(
+                    ann_parts[i], later_parts[i], *writers, rules, spec, partition_info={"number": int(i)}
+                )
+                for i in again
+            ],
+            client=client,
+        )  # small: one record per part written
+        records = pd.concat([records, *rewritten], ignore_index=True).drop_duplicates("path", keep="last")
+    return records, total, int(per_part.sum())
 
 
 def _split_later(df: pd.DataFrame, later) -> np.ndarray:
