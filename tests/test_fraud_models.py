@@ -586,3 +586,18 @@ def test_sgd_average_honours_n_groups_on_a_cluster(client, small, n_groups, expe
     assert len(model.partition_groups_) == expected
     assert sorted(i for g in model.partition_groups_ for i in g) == list(range(6))
     assert model.n_rows_seen_ == 2 * len(small)
+
+
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "object", "category"])
+def test_category_codes_equal_a_lookup_of_every_value(dtype):
+    """Codes from the distinct values (factorize, then one lookup each) equal looking up every value
+    as a Python object (the old path): seen values, unseen ones and missing ones (-1)."""
+    from daskml_scale.fraud._base import _codes
+
+    rng = np.random.default_rng(0)
+    values = np.array(["online", "pos", "atm", "new", None], dtype=object)[rng.integers(0, 5, 1000)]
+    s = pd.Series(values, dtype=dtype)
+    cats = ["atm", "online", "pos"]
+    want = pd.Index(cats, dtype="object").get_indexer(s.astype("object").to_numpy())
+    np.testing.assert_array_equal(_codes(s, cats), want)
+    assert set(np.unique(want)) == {-1, 0, 1, 2}

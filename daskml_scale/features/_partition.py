@@ -19,6 +19,10 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
 ``bucket`` (optional)
     None, or a column of time-bucket numbers that is part of the grouping key: rows of one entity
     in different buckets are different groups (set by the hot-key split, see ``_hot_keys``).
+``new_only`` (optional)
+    True in the last stage of a transform with history: only the rows marked :data:`NEW` are
+    returned (without the marker), and features are written for them only. History rows are read
+    by the windows, then dropped in the same task (no separate filter of the whole partition).
 """
 
 from __future__ import annotations
@@ -146,7 +150,9 @@ def drop_history_duplicates(pdf: pd.DataFrame, transaction_id: str) -> pd.DataFr
     return pdf[~dup] if dup.any() else pdf
 
 
-def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
+def _entity_features(pdf: pd.DataFrame, stage: dict, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every feature of the stage for the rows of ``pdf`` (all read by the windows), returned for
+    the rows where the boolean ``rows`` is True (all when None), in their order in ``pdf``."""
     n = len(pdf)
     ts = stage["timestamp"]
     g_codes, n_groups = _group_codes(pdf, stage)
@@ -209,9 +215,19 @@ def _entity_features(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
             sorted_out[f"{p}_new_{cpp}_{label}"] = np.where(missing, np.nan, (count == 0).astype(float))
 
     out = {}
+    if rows is None:
+        for name, values in sorted_out.items():
+            full = np.empty(n, dtype=values.dtype)
+            full[order] = values
+            out[name] = full
+        return out
+    # only the rows asked for: their sorted positions, and where each goes among them
+    picked = rows[order]
+    dest = (np.cumsum(rows) - 1)[order[picked]]
+    n_out = int(rows.sum())
     for name, values in sorted_out.items():
-        full = np.empty(n, dtype=values.dtype)
-        full[order] = values
+        full = np.empty(n_out, dtype=values.dtype)
+        full[dest] = values[picked]
         out[name] = full
     return out
 
@@ -242,16 +258,23 @@ def _row_local(pdf: pd.DataFrame, stage: dict) -> dict[str, np.ndarray]:
 
 
 def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
-    """Add one stage's features to a partition holding every row of each of its entities."""
+    """Add one stage's features to a partition holding every row of each of its entities (with
+    ``stage["new_only"]``, return only the new rows, see the module's docstring)."""
     pdf = drop_history_duplicates(pdf, stage["transaction_id"])
     columns = stage_columns(stage)
-    if len(pdf) == 0:
+    rows = None
+    if stage.get("new_only") and NEW in pdf.columns:
+        rows = pdf[NEW].to_numpy(dtype=bool)
+        kept = pdf[rows].drop(columns=[NEW])
+    else:
+        kept = pdf
+    if len(kept) == 0:
         extra = {name: np.zeros(0, dtype=dtype) for name, dtype in columns}
     else:
-        extra = _entity_features(pdf, stage)
+        extra = _entity_features(pdf, stage, rows)
         if stage.get("row_local"):
-            extra.update(_row_local(pdf, stage))
-    out = pdf.copy(deep=False)
+            extra.update(_row_local(kept, stage))
+    out = kept.copy(deep=False)
     for name, dtype in columns:
         out[name] = np.asarray(extra[name], dtype=dtype)
     return out

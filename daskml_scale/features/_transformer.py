@@ -499,6 +499,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             frame = self._with_history(ddf, history)
         nparts = self.npartitions or frame.npartitions
         hot_keys = getattr(self, "hot_keys_", {})
+        if history is not None:  # the last stage returns the new rows only
+            stages[-1] = {**stages[-1], "new_only": True}
         for stage in stages:
             hot = hot_keys.get(stage["entity"])
             if hot:  # hot entities split into overlapping time buckets (same values)
@@ -506,9 +508,6 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 continue
             frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
-        if history is not None:
-            frame = frame[frame[NEW]]
-            frame = frame.drop(columns=[NEW])
         return frame
 
     def _with_history(self, ddf, history):
