@@ -258,6 +258,28 @@ def test_daily_batches_with_history_trimmed_to_required_history(frame):
             np.testing.assert_array_equal(got[col], want[col], err_msg=col)
 
 
+def test_each_stage_shuffles_only_the_history_within_its_look_back(frame):
+    """With history, the merchant stage (1h and 24h windows) shuffles the new rows and the history
+    rows of the day before the first new row; the card stage those within 30 days. Both shuffles'
+    inputs, counted, against pandas (and the values stay bit-identical: tests above)."""
+    from dask.dataframe.dask_expr import new_collection
+    from dask.dataframe.dask_expr._shuffle import ShuffleBase
+
+    cutoff = pd.Timestamp("2025-03-05")
+    hist, new = frame[frame.timestamp < cutoff], frame[frame.timestamp >= cutoff]
+    tf = TransactionFeatures().fit(scattered(frame))
+    out = tf.transform(scattered(new, 3), history=scattered(hist, 4))
+    shuffles = list(out.expr.find_operations(ShuffleBase))
+    on = [s.partitioning_index for s in shuffles]
+    entered = {(c[0] if isinstance(c, list) else c): len(new_collection(s.frame)) for c, s in zip(on, shuffles)}
+    first = new.timestamp.min()
+    assert entered == {
+        "merchant_id": len(new) + int((hist.timestamp >= first - pd.Timedelta(hours=24)).sum()),
+        "card_id": len(new) + int((hist.timestamp >= first - pd.Timedelta(days=30)).sum()),
+    }
+    assert entered["merchant_id"] < len(new) + len(hist) == entered["card_id"]
+
+
 def test_history_with_fewer_columns_and_no_label(frame):
     cutoff = pd.Timestamp("2025-03-04")
     hist = frame[frame.timestamp < cutoff].drop(columns=["is_fraud", "channel", "merchant_category"])

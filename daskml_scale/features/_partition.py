@@ -20,9 +20,9 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
     None, or a column of time-bucket numbers that is part of the grouping key: rows of one entity
     in different buckets are different groups (set by the hot-key split, see ``_hot_keys``).
 ``new_only`` (optional)
-    True in the last stage of a transform with history: only the rows marked :data:`NEW` are
-    returned (without the marker), and features are written for them only. History rows are read
-    by the windows, then dropped in the same task (no separate filter of the whole partition).
+    True in every stage of a transform with history: only the rows marked :data:`NEW` are returned
+    (without the marker), and features are written for them only. History rows are read by the
+    windows, then dropped in the same task; the next stage stacks the history rows it needs again.
 """
 
 from __future__ import annotations

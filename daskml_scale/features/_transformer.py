@@ -13,7 +13,7 @@ from .. import schema as S
 from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._partition import NEW, apply_stage, stage_columns
+from ._partition import NEW, apply_stage, stage_columns, stage_lookback
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
 
@@ -494,14 +494,23 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         if NEW in ddf.columns:
             raise SchemaError(f"Column {NEW!r} is reserved by {type(self).__name__}.", column=NEW)
         stages = self._stages(self.frequencies_)
-        frame = ddf
-        if history is not None:
-            frame = self._with_history(ddf, history)
-        nparts = self.npartitions or frame.npartitions
         hot_keys = getattr(self, "hot_keys_", {})
-        if history is not None:  # the last stage returns the new rows only
-            stages[-1] = {**stages[-1], "new_only": True}
+        if history is None:
+            frame, hist, first = ddf, None, None
+            nparts = self.npartitions or ddf.npartitions
+        else:
+            hist = self._history_frame(ddf, history)
+            nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
+            first = ddf[self.timestamp].min()  # lazy, in the same pass
+            frame = ddf
         for stage in stages:
+            if hist is not None:
+                # each stage reads the history rows within its own look-back of the first new row
+                # (the merchant stage's day, not the card stage's month), and returns the new rows only
+                lookback = pd.Timedelta(stage_lookback(stage), unit="ns")
+                h = hist[hist[self.timestamp] >= first - lookback]
+                frame = _stack_history(frame, h)
+                stage = {**stage, "new_only": True}
             hot = hot_keys.get(stage["entity"])
             if hot:  # hot entities split into overlapping time buckets (same values)
                 frame = split_shuffle(frame, stage, hot, nparts, self.shuffle_method)
@@ -510,7 +519,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
         return frame
 
-    def _with_history(self, ddf, history):
+    def _history_frame(self, ddf, history):
+        """The columns of ``history`` the features read, in the dtypes of ``ddf``."""
         self._check_frame(history, "history")
         needed = self._needed_columns()
         hist = history[needed]
@@ -524,10 +534,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                         column=col,
                     )
                 hist = hist.assign(**{col: hist[col].astype(b)})
-        meta = ddf._meta.assign(**{NEW: np.zeros(0, dtype=bool)})
-        hist = hist.map_partitions(_pad_like, meta, meta=meta)
-        new = ddf.assign(**{NEW: True})
-        return dd.concat([hist, new[list(meta.columns)]])
+        return hist
 
     # ------------------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:
@@ -596,6 +603,13 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "the dictionary was edited or comes from another version."
             )
         return obj
+
+
+def _stack_history(frame, hist):
+    """History rows (padded to ``frame``'s columns) then ``frame``'s rows, marked :data:`NEW`."""
+    meta = frame._meta.assign(**{NEW: np.zeros(0, dtype=bool)})
+    padded = hist.map_partitions(_pad_like, meta, meta=meta)
+    return dd.concat([padded, frame.assign(**{NEW: True})[list(meta.columns)]])
 
 
 def _pad_like(pdf: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
