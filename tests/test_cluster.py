@@ -120,3 +120,13 @@ def test_persist_of_several_collections_computes_their_shared_upstream_once(clie
     assert (got_even, got_odd) == (sum(range(0, 400, 2)) + 200, 2 * sum(range(1, 400, 2)))
     # (Dask calls ``upstream`` on small fake frames to infer its metadata: not partitions)
     assert [n for n in log.read_text().split() if n == "100"] == ["100"] * 4
+
+
+def test_workers_take_arrays_under_64_mib_from_the_heap(client):
+    """Worker processes start with MALLOC_MMAP_THRESHOLD_ (glibc reads it at process start): arrays
+    under 64 MiB come from the reused heap instead of a fresh, page-faulted mmap each (see
+    ``cluster.WORKER_MMAP_THRESHOLD``)."""
+    from daskml_scale.cluster import WORKER_MMAP_THRESHOLD
+
+    seen = client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+    assert len(seen) == 2 and set(seen.values()) == {str(WORKER_MMAP_THRESHOLD)}
