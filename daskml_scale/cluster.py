@@ -31,7 +31,7 @@ __all__ = ["compute", "connect", "get_client", "machine_size", "persist", "quiet
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
-WORKER_MMAP_THRESHOLD = 64 * 2**20
+WORKER_MMAP_THRESHOLD = 16 * 2**20
 """``MALLOC_MMAP_THRESHOLD_`` (bytes) of the worker processes Dask nannies start in a process that
 imported daskml_scale (a :func:`connect` LocalCluster, or any other).
 
@@ -39,13 +39,14 @@ distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and setting an
 turns off glibc's dynamic mmap threshold: every array over 128 KiB is then a fresh ``mmap``, its
 pages faulted in and zeroed on first touch, and unmapped when freed. The feature kernels allocate a
 few hundred MB of such arrays per partition: in a worker they ran 2.5x slower than in a plain
-process (0.49-0.55 s against 0.19-0.21 s for the card stage of a 480k-row partition, on this
-benchmark machine). With arrays under 64 MiB taken from the heap, where freed memory is reused,
-workers run them at the plain-process speed (0.17-0.21 s), and the trim threshold still returns
-the heap's free top to the system. Set by :func:`dask.config.update_defaults`: a value in your own
-Dask configuration wins. For workers started elsewhere (``dask worker``, a cluster manager), set
-``MALLOC_MMAP_THRESHOLD_=67108864`` in their environment or in their
-``distributed.nanny.pre-spawn-environ`` configuration.
+process (0.49-0.55 s against 0.19-0.21 s for the card stage of a 480k-row partition, on the 2-core
+benchmark VM). With arrays under 16 MiB (2M float64 values: partitions up to 2M rows) taken from the
+heap, where freed memory is reused, workers run them at the plain-process speed, and the trim
+threshold still returns the heap's free top to the system. The worker's resident memory is higher
+for it (measured: +0.1 GiB with 1 GiB workers, see docs/cluster.md); 64 MiB was as fast and kept
+more. Set by :func:`dask.config.update_defaults`: a value in your own Dask configuration wins. For
+workers started elsewhere (``dask worker``, a cluster manager), set ``MALLOC_MMAP_THRESHOLD_=16777216``
+in their environment or in their ``distributed.nanny.pre-spawn-environ`` configuration.
 """
 
 dask.config.update_defaults(
