@@ -406,6 +406,10 @@ def _similar_ann_blocks(ib, ids_meta, items, n, items_per_partition, ann_params)
     token = dask.base.tokenize([f.key for f in ib.factors], params["M"], params["ef_construction"])
     if items is None:
         per = 50_000 if items_per_partition is None else int(items_per_partition)
+        # on every worker, like the scattered arrays of approximate_similar_items (broadcast): with
+        # one copy the scheduler queues every block's task where it lives, and one worker builds
+        # and queries alone (a spread test saw it in a full suite run)
+        client.replicate([Fd, idd])
         return ann_frame(Fd, idd, ids_meta, ib.n_rows, token, params, n, per, client)
     # small: the queries' neighbours
     return client.submit(_ann_queries, Fd, idd, token, params, np.asarray(items), n, pure=False).result()
