@@ -441,6 +441,7 @@ def _similar_blocks(model, n, items_per_partition):
     client = ib.factors[0].client
     U = client.submit(_unit_concat, *ib.factors, pure=False)
     idd = client.submit(concat, *ib.ids, pure=False)
+    client.replicate([U, idd])  # on every worker, so that the parts' tasks spread (see the ANN path)
     n_items = ib.n_rows
     per = _rows_per_partition(20_000 if items_per_partition is None else items_per_partition, n)
     n_parts = max(1, math.ceil(n_items / per), sum(client.nthreads().values()))
