@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -441,9 +442,7 @@ def _write_then_rewrite(ann, later, total_lazy, writers, rules: Rules, spec, cli
     """Clean with one read of the input where no later copies are: every input partition is written
     (clean and quarantined parts) in the pass that shuffles the keys and counts; the partitions that
     turn out to hold later copies (few when duplicates are rare) are read again and rewritten, their
-    parts replaced under the same names. Returns (records of the parts, counts, later copies)."""
-    import dask
-
+    parts replaced under the same names. Returns (records of the parts, counts, number of later copies)."""
     wmeta = _split_record_meta()
     w = ann.map_partitions(_write_split, None, *writers, rules, spec, meta=wmeta)
     # one pass: the parts written, the counts, and the later copies (kept on the workers) with their

@@ -613,7 +613,8 @@ def _stack_history(frame, hist):
 
 
 def _pad_like(pdf: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """History rows with the new data's columns: missing ones filled (they are dropped at the end)."""
+    """History rows with the new data's columns: missing ones filled (the stage drops history rows
+    once its windows have read them)."""
     n = len(pdf)
     cols = {}
     for col, dtype in meta.dtypes.items():

@@ -174,8 +174,8 @@ def recommend_new_users(model, interactions, n: int = 10, *, exclude_seen: bool 
     fb = None if fallback is None else _light(fallback)
     ib = getattr(model, "item_blocks_", None)
     if ib is not None and on_cluster(ib.factors):
-        # the item side stays on the cluster: one worker concatenates the item blocks and sums the
-        # Gram matrix (worker to worker), and every fold-in task reads that one object
+        # the item side stays on the cluster: each worker concatenates the item blocks (the Gram
+        # matrix summed worker to worker), and the fold-in tasks are dealt over those copies
         folds = _block_fold_in(model, ib)
         meta = _recs_meta(np.asarray(ddf._meta[S.USER_ID]), model._id_meta("item"))
         parts = [
