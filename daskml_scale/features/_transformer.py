@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .. import schema as S
 from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
+from ._history import history_columns, stack_history
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
 from ._partition import NEW, apply_stage, stage_columns, stage_lookback
 
@@ -499,7 +500,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             frame, hist, first = ddf, None, None
             nparts = self.npartitions or ddf.npartitions
         else:
-            hist = self._history_frame(ddf, history)
+            self._check_frame(history, "history")
+            hist = history_columns(ddf, history, self._needed_columns())
             nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
             first = ddf[self.timestamp].min()  # lazy, in the same pass
             frame = ddf
@@ -509,7 +511,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 # (the merchant stage's day, not the card stage's month), and returns the new rows only
                 lookback = pd.Timedelta(stage_lookback(stage), unit="ns")
                 h = hist[hist[self.timestamp] >= first - lookback]
-                frame = _stack_history(frame, h)
+                frame = stack_history(frame, h)
                 stage = {**stage, "new_only": True}
             hot = hot_keys.get(stage["entity"])
             if hot:  # hot entities split into overlapping time buckets (same values)
@@ -518,23 +520,6 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
         return frame
-
-    def _history_frame(self, ddf, history):
-        """The columns of ``history`` the features read, in the dtypes of ``ddf``."""
-        self._check_frame(history, "history")
-        needed = self._needed_columns()
-        hist = history[needed]
-        for col in needed:
-            a, b = hist[col].dtype, ddf[col].dtype
-            if a != b:
-                if pd.api.types.is_numeric_dtype(a) != pd.api.types.is_numeric_dtype(b):
-                    raise SchemaError(
-                        f"Column {col!r} is {a} in the history but {b} in the new data; give both the "
-                        "same type.",
-                        column=col,
-                    )
-                hist = hist.assign(**{col: hist[col].astype(b)})
-        return hist
 
     # ------------------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:
@@ -603,30 +588,3 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "the dictionary was edited or comes from another version."
             )
         return obj
-
-
-def _stack_history(frame, hist):
-    """History rows (padded to ``frame``'s columns) then ``frame``'s rows, marked :data:`NEW`."""
-    meta = frame._meta.assign(**{NEW: np.zeros(0, dtype=bool)})
-    padded = hist.map_partitions(_pad_like, meta, meta=meta)
-    return dd.concat([padded, frame.assign(**{NEW: True})[list(meta.columns)]])
-
-
-def _pad_like(pdf: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """History rows with the new data's columns: missing ones filled (the stage drops history rows
-    once its windows have read them)."""
-    n = len(pdf)
-    cols = {}
-    for col, dtype in meta.dtypes.items():
-        if col == NEW:
-            cols[col] = np.zeros(n, dtype=bool)
-        elif col in pdf.columns:
-            cols[col] = pdf[col].reset_index(drop=True)
-        elif pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, np.dtype):
-            cols[col] = np.zeros(n, dtype=dtype)
-        elif pd.api.types.is_bool_dtype(dtype) and isinstance(dtype, np.dtype):
-            cols[col] = np.zeros(n, dtype=bool)
-        else:
-            cols[col] = meta[col].reindex(range(n))
-    out = pd.DataFrame(cols, index=pd.RangeIndex(n))
-    return out.astype(meta.dtypes.to_dict())

@@ -35,14 +35,12 @@ from ._artifacts import load_from
 from ._blocks import FactorBlocks
 from ._checkpoint import check_layout, clear, latest, load_blocks, restart_on_worker_loss, write_checkpoint
 from ._factorize import factorize_blocks
+from ._implicit import fit_implicit_task, nth, split_rows
 from ._matrix import (
-    apply_confidence,
-    bm25_factors,
-    bm25_stats_rows,
     check_confidence_params,
     check_interactions,
 )
-from ._runner import Runner, worker_threads
+from ._runner import Runner
 from ._sizing import (
     AUTO_MEMORY_SHARE,
     GATHER_MEMORY_SHARE,
@@ -65,65 +63,6 @@ def _check_number(name, value, owner, *, integer=False, minimum=0.0, strict=Fals
     if not ok:
         rule = f"{'an int' if integer else 'a number'} {'>' if strict else '>='} {minimum:g}"
         raise ParameterError(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
-
-
-def _fit_implicit_task(blocks, user_ids, item_ids, conf, params, seed, device):
-    """On one worker: stack the user blocks into the CSR matrix, apply confidences, fit implicit's ALS."""
-    import scipy.sparse as sp
-    import threadpoolctl
-
-    C = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
-    user_ids = np.concatenate(user_ids) if len(user_ids) > 1 else user_ids[0]
-    item_ids = np.concatenate(item_ids) if len(item_ids) > 1 else item_ids[0]
-    bm25 = None
-    if conf["confidence"] == "bm25":
-        user_nnz, _ = bm25_stats_rows(C)
-        _, item_sums = bm25_stats_rows(C.T.tocsr())
-        bm25 = bm25_factors(user_nnz, item_sums, conf["k1"], conf["b"])
-    C = apply_confidence(C, confidence=conf["confidence"], alpha=conf["alpha"], bm25=bm25, k1=conf["k1"])
-    k = params["factors"]
-    X0 = K.init_factors(user_ids, k, seed, 0)
-    Y0 = K.init_factors(item_ids, k, seed, 1)
-    losses, times = [], []
-
-    def callback(iteration, elapsed, loss):
-        times.append(float(elapsed))
-        if loss is not None:
-            losses.append(float(loss))
-
-    with threadpoolctl.threadpool_limits(1, "blas"):
-        if device == "cuda":
-            import implicit.gpu
-            import implicit.gpu.als
-
-            model = implicit.gpu.als.AlternatingLeastSquares(alpha=1.0, random_state=seed, **params)
-            model.user_factors = implicit.gpu.Matrix(X0)
-            model.item_factors = implicit.gpu.Matrix(Y0)
-        else:
-            import implicit.cpu.als
-
-            threads = params.pop("num_threads") or worker_threads()
-            model = implicit.cpu.als.AlternatingLeastSquares(
-                alpha=1.0, random_state=seed, num_threads=threads, **params
-            )
-            model.user_factors, model.item_factors = X0, Y0
-        model.fit(C, show_progress=False, callback=callback)
-        if device == "cuda":
-            model = model.to_cpu()
-    return (
-        np.asarray(model.user_factors, dtype=np.float32),
-        np.asarray(model.item_factors, dtype=np.float32),
-        losses,
-        times,
-    )
-
-
-def _item(x, i):
-    return x[i]
-
-
-def _split_rows(F, offsets, b):
-    return F[int(offsets[b]) : int(offsets[b + 1])]
 
 
 class ALSRecommender(BaseEstimator):
@@ -392,14 +331,14 @@ class ALSRecommender(BaseEstimator):
         if self.device == "cpu":
             params["num_threads"] = int(self.num_threads)
         out = runner.submit(
-            _fit_implicit_task, bm.users, bm.user_ids, bm.item_ids, self._conf(), params,
+            fit_implicit_task, bm.users, bm.user_ids, bm.item_ids, self._conf(), params,
             int(self.random_state), self.device,
         )  # fmt: skip
-        X, Y = runner.submit(_item, out, 0), runner.submit(_item, out, 1)
-        losses, times = runner.gather([runner.submit(_item, out, 2), runner.submit(_item, out, 3)])  # small
+        X, Y = runner.submit(nth, out, 0), runner.submit(nth, out, 1)
+        losses, times = runner.gather([runner.submit(nth, out, 2), runner.submit(nth, out, 3)])  # small
         # the factors stay on that worker, cut into the factorize's blocks
-        X = [runner.submit(_split_rows, X, bm.user_offsets, b) for b in range(len(bm.users))]
-        Y = [runner.submit(_split_rows, Y, bm.item_offsets, j) for j in range(len(bm.items))]
+        X = [runner.submit(split_rows, X, bm.user_offsets, b) for b in range(len(bm.users))]
+        Y = [runner.submit(split_rows, Y, bm.item_offsets, j) for j in range(len(bm.items))]
         seen = [runner.submit_to(b, B.raw_seen, block) for b, block in enumerate(bm.users)]
         return X, Y, losses, times, seen
 

@@ -1,0 +1,59 @@
+"""History for :meth:`TransactionFeatures.transform`: the earlier rows a stage's windows read.
+
+Each stage stacks the history rows within its look-back (padded to the new rows' columns and marked
+``NEW=False``) under the new rows (``NEW=True``) before its shuffle; the stage's task drops them
+once its windows have read them (``new_only`` in :mod:`._partition`).
+"""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from ..errors import SchemaError
+from ._partition import NEW
+
+__all__ = ["history_columns", "pad_like", "stack_history"]
+
+
+def history_columns(ddf, history, needed: list[str]):
+    """The ``needed`` columns of ``history`` (the columns the features read), in the dtypes of ``ddf``."""
+    hist = history[needed]
+    for col in needed:
+        a, b = hist[col].dtype, ddf[col].dtype
+        if a != b:
+            if pd.api.types.is_numeric_dtype(a) != pd.api.types.is_numeric_dtype(b):
+                raise SchemaError(
+                    f"Column {col!r} is {a} in the history but {b} in the new data; give both the same type.",
+                    column=col,
+                )
+            hist = hist.assign(**{col: hist[col].astype(b)})
+    return hist
+
+
+def stack_history(frame, hist):
+    """History rows (padded to ``frame``'s columns) then ``frame``'s rows, marked :data:`NEW`."""
+    meta = frame._meta.assign(**{NEW: np.zeros(0, dtype=bool)})
+    padded = hist.map_partitions(pad_like, meta, meta=meta)
+    return dd.concat([padded, frame.assign(**{NEW: True})[list(meta.columns)]])
+
+
+def pad_like(pdf: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """History rows with the new data's columns: missing ones filled (the stage drops history rows
+    once its windows have read them)."""
+    n = len(pdf)
+    cols = {}
+    for col, dtype in meta.dtypes.items():
+        if col == NEW:
+            cols[col] = np.zeros(n, dtype=bool)
+        elif col in pdf.columns:
+            cols[col] = pdf[col].reset_index(drop=True)
+        elif pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, np.dtype):
+            cols[col] = np.zeros(n, dtype=dtype)
+        elif pd.api.types.is_bool_dtype(dtype) and isinstance(dtype, np.dtype):
+            cols[col] = np.zeros(n, dtype=bool)
+        else:
+            cols[col] = meta[col].reindex(range(n))
+    out = pd.DataFrame(cols, index=pd.RangeIndex(n))
+    return out.astype(meta.dtypes.to_dict())
