@@ -8,10 +8,13 @@ each), the stages run in order, each streaming parquet to parquet:
     reused when it exists and ``generate`` is not asked for.
 ``baseline``
     The floor of a shuffle-bound stage, measured in the same run: read the raw table, shuffle by
-    ``card_id``, write (no computation).
+    ``card_id``, write (no computation). ``--baseline-on window``: only the rows the features and
+    scoring stages read (the last ``--score-days`` days and the 30 days before them), for a disk that
+    cannot hold the scratch of a whole-table shuffle (the rows are still selected from a full read).
 ``validate``, ``clean``
     ``validate`` (one counting pass) then ``clean`` (clean rows + quarantine written). The clean table
     is the input of every later stage; the raw table is deleted after ``clean`` unless ``--keep``.
+    ``--clean-reads 2`` cleans with ``read_once=False`` (disk peak the larger of output and scratch).
 ``features``
     ``TransactionFeatures()`` fitted on the training days, then the scoring days transformed with
     ``history=`` the ``required_history_`` before them; only ``transaction_id`` + features written
@@ -39,13 +42,17 @@ them, unless ``--keep``.
 Disk: a P2P shuffle keeps the shuffled rows uncompressed on disk until it ends (~85 bytes a row for a
 whole transaction row, measured at 10M and 100M; the features and scoring stages shuffle their 58 days
 of rows twice, ~140 bytes a row at their peak). At 1B rows that is ~80 GB for the baseline and ~135
-GB for features or score, more than this machine's free disk: run ``--stages generate validate clean``
-there (their shuffles carry keys only).
+GB for features or score, more than this machine's free disk. The 1B run here therefore spreads its
+rows over a year (``--days 60 60 365``: 2.7M rows a day, about the 1.7M of 100M rows over 60 days),
+so the features and scoring stages read 58 days (~160M rows) of it, measures the baseline on those
+same rows (``--baseline-on window``) and cleans in two reads (``--clean-reads 2``).
 
 Usage::
 
     python benchmarks/bench_pipeline.py --rows 200000 1000000                 # check it end to end
-    python benchmarks/bench_pipeline.py --rows 10000000 100000000 1000000000  # what issue 13 asks
+    python benchmarks/bench_pipeline.py --rows 10000000 100000000              # what issue 13 asks,
+    python benchmarks/bench_pipeline.py --rows 1000000000 --days 365 --baseline-on window \
+        --clean-reads 2 --out benchmarks/results/pipeline_1b.json                # then the 1B run
     python benchmarks/bench_pipeline.py --rows 1000000 --stages generate baseline validate clean
 
 Prints a table per size and writes ``benchmarks/results/pipeline.json``.
@@ -78,6 +85,7 @@ from daskml_scale.storage import library_versions, write_parquet  # noqa: E402
 
 STAGES = ["generate", "baseline", "validate", "clean", "features", "train", "score", "evaluate"]
 START = pd.Timestamp("2025-01-01")  # make_transactions' default start
+BASELINE_HISTORY = pd.Timedelta(days=30)  # TransactionFeatures' longest look-back (required_history_)
 
 
 def disk_bytes(path: Path) -> int:
@@ -87,6 +95,13 @@ def disk_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def disk_rows(path: Path) -> int:
+    """Rows of a parquet directory, from its footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
 
 
 def drop(*paths: Path) -> None:
@@ -170,13 +185,12 @@ class _Stage:
         return False
 
 
-def run_size(n: int, args, save=None) -> dict:
+def run_size(n: int, args, days: int, save=None) -> dict:
     stages = [s for s in STAGES if s in args.stages]
     root = Path(args.data_dir) / f"pipeline-{n}"
     raw, base, cln, quar = root / "raw", root / "baseline", root / "clean", root / "clean-quarantine"
     feats, scores, squar = root / "features", root / "scores", root / "score-quarantine"
     root.mkdir(parents=True, exist_ok=True)
-    days = args.days
     rows_per_day = n / days
     train_days = max(1, min(args.train_days, math.floor(args.max_train_rows / rows_per_day)))
     train_end = START + pd.Timedelta(days=train_days)
@@ -187,6 +201,8 @@ def run_size(n: int, args, save=None) -> dict:
         "days": days,
         "train_days": train_days,
         "score_days": args.score_days,
+        "baseline_on": args.baseline_on,
+        "clean_reads": args.clean_reads,
         "stages": {},
     }
     part_rows = max(1, min(args.partition_rows, -(-n // (2 * args.workers))))
@@ -219,9 +235,13 @@ def run_size(n: int, args, save=None) -> dict:
         if "baseline" in stages:
             with Stage(client, "baseline", out) as st:
                 st.outputs = [base]
-                st.note = "read raw, shuffle by card_id, write"
-                write_parquet(dd.read_parquet(str(raw)).shuffle(on=S.CARD_ID), base, client=client)
-                st.rows = n
+                rows = dd.read_parquet(str(raw))
+                if args.baseline_on == "window":
+                    rows = _window(rows, score_start - BASELINE_HISTORY, end)
+                    st.note = f"read raw, keep from {(score_start - BASELINE_HISTORY).date()}, "
+                st.note += "shuffle by card_id, write"
+                write_parquet(rows.shuffle(on=S.CARD_ID), base, client=client)
+                st.rows = n if args.baseline_on == "table" else disk_rows(base)
             drop(base)
         if "validate" in stages:
             with Stage(client, "validate", out) as st:
@@ -233,7 +253,12 @@ def run_size(n: int, args, save=None) -> dict:
             with Stage(client, "clean", out) as st:
                 st.outputs = [cln, quar]
                 rep = clean(
-                    read_transactions(str(raw)), "transactions", out=cln, quarantine_out=quar, client=client
+                    read_transactions(str(raw)),
+                    "transactions",
+                    out=cln,
+                    quarantine_out=quar,
+                    read_once=args.clean_reads == 1,
+                    client=client,
                 ).report
                 st.rows = rep.rows_in
                 st.note = f"{rep.rows_out:,} clean + {rep.rows_quarantined:,} quarantined"
@@ -351,7 +376,13 @@ def main(argv=None):
     ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="8GiB", help="per worker")
-    ap.add_argument("--days", type=int, default=60, help="days the raw table covers")
+    ap.add_argument(
+        "--days",
+        type=int,
+        nargs="+",
+        default=[60],
+        help="days the raw table covers: one, or one per --rows size",
+    )
     ap.add_argument("--train-days", type=int, default=7, help="train on the first days")
     ap.add_argument("--max-train-rows", type=int, default=20_000_000, help="cap on the training window")
     ap.add_argument("--score-days", type=int, default=28, help="score the last days")
@@ -364,6 +395,19 @@ def main(argv=None):
         default="parquet",
         help="features stage: write transaction_id + features (~45 bytes/scored row), or only count them "
         "(no disk: for 1B rows when the disk is short)",
+    )
+    ap.add_argument(
+        "--baseline-on",
+        choices=["table", "window"],
+        default="table",
+        help="shuffle the whole raw table, or only the rows the features/score stages read",
+    )
+    ap.add_argument(
+        "--clean-reads",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="clean in one read, or two (smaller disk peak)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the intermediate tables")
@@ -387,15 +431,18 @@ def main(argv=None):
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if len(args.days) not in (1, len(args.rows)):
+        ap.error("--days takes one value, or one per --rows size")
+    days_of = dict(zip(args.rows, args.days * len(args.rows) if len(args.days) == 1 else args.days))
     for n in args.rows:
-        print(f"{n:,} rows", flush=True)
+        print(f"{n:,} rows over {days_of[n]} days", flush=True)
         done = list(report["sizes"])
 
         def save(res, done=done):  # after each stage, so a long size that fails keeps its stages
             report["sizes"] = [*done, res]
             out.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
-        res = run_size(n, args, save)
+        res = run_size(n, args, days_of[n], save)
         save(res)
         print_table(res)
     print(f"wrote {out}")

@@ -419,3 +419,20 @@ def test_clean_with_out_reads_the_input_once_and_again_only_where_later_copies_a
     # each partition's clean part in its place: the later copies are gone from partition 2's part
     parts = sorted((tmp_path / "o").glob("part.*.parquet"))
     assert [len(pd.read_parquet(p)) for p in parts] == [1000, 1000, 1000]
+
+
+def test_clean_read_once_false_finds_the_later_copies_before_writing(planted, tmp_path):
+    """read_once=False: two reads of every partition (the key shuffle, then the writes), the same
+    outputs as the one-read order."""
+    base, _, _ = planted
+    frames = [base.iloc[:1000].copy(), base.iloc[1000:2000].copy(), base.iloc[2000:].copy()]
+    frames[2] = pd.concat([frames[2], frames[0].iloc[[7, 8]]])
+    frames = [f.reset_index(drop=True) for f in frames]
+    ddf, calls = _counted(frames)
+    two = clean(ddf, TRANSACTIONS, out=tmp_path / "two", quarantine_out=tmp_path / "q2", read_once=False)
+    assert calls == {0: 2, 1: 2, 2: 2}
+    one = clean(_from_frames(frames), TRANSACTIONS, out=tmp_path / "one", quarantine_out=tmp_path / "q1")
+    assert two.report.counts == one.report.counts
+    assert two.report.counts["duplicate_transaction_id"] == 2
+    for got, want in ((two.clean, one.clean), (two.quarantine, one.quarantine)):
+        pd.testing.assert_frame_equal(got.compute(), want.compute())

@@ -226,6 +226,7 @@ def clean(
     out=None,
     quarantine_out=None,
     npartitions: int | None = None,
+    read_once: bool = True,
     storage_options: dict | None = None,
     client=None,
 ) -> CleanResult:
@@ -270,6 +271,12 @@ def clean(
         the returned frames are the second, lazily.
     npartitions : int, optional
         Partitions of the shuffle by key (default: as the input).
+    read_once : bool, default True
+        With ``out=``, nothing to learn and duplicates checked: write the parts in the pass that
+        shuffles the keys (one read). Its disk peak, where the output and the shuffle's scratch
+        share a disk, is their sum (~27 + ~28 bytes a transaction row). ``False``: find the later
+        copies first, then write (two reads), for a peak of the larger of the two: the order for a
+        disk that cannot hold both.
     storage_options : dict, optional
         Passed to the filesystem of ``out`` and ``quarantine_out``.
     client : distributed.Client, optional
@@ -330,7 +337,7 @@ def clean(
     later, total, n_dup = None, None, None
     # with out= and nothing to learn first, the parts are written in the pass that finds the later
     # copies; only the input partitions holding later copies are then read again and rewritten
-    one_read = dedupe and out is not None and learn is None
+    one_read = dedupe and out is not None and learn is None and read_once
     if dedupe and not one_read:
         # pass 1: the counts, the quantile summary and, from a shuffle of the valid rows' keys, times
         # and source positions only, where the later copies were read (few; kept on the workers,
