@@ -109,7 +109,7 @@ def drop(*paths: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _window(ddf, start, end):
+def _window_all(ddf, start, end):
     ts = ddf[S.TIMESTAMP]
     return ddf[(ts >= start) & (ts < end)]
 
@@ -195,7 +195,7 @@ def run_size(n: int, args, days: int, save=None) -> dict:
     train_days = max(1, min(args.train_days, math.floor(args.max_train_rows / rows_per_day)))
     train_end = START + pd.Timedelta(days=train_days)
     score_start = START + pd.Timedelta(days=days - args.score_days)
-    end = START + pd.Timedelta(days=days)
+    end = table_end = START + pd.Timedelta(days=days)
     res: dict = {
         "rows": n,
         "days": days,
@@ -215,12 +215,23 @@ def run_size(n: int, args, days: int, save=None) -> dict:
     ) as client:
         out = res["stages"]
 
+        def _window(ddf, start, end):  # noqa: F811 (the module's, repartitioned to the window's share)
+            # a filter keeps every partition of the table: over a year, the 58 days the features and
+            # scoring stages read would be 1000 partitions of 16% of their rows, and their shuffles
+            # 1000 x 1000 shards, with hot keys found against 19k-row partitions. Adjacent partitions
+            # are concatenated (no shuffle) to about --partition-rows again.
+            share = (min(end, table_end) - max(start, START)) / (table_end - START)
+            return _window_all(ddf, start, end).repartition(
+                npartitions=max(1, math.ceil(ddf.npartitions * share))
+            )
+
         def Stage(client, name, results):  # noqa: N802 (the class, with the JSON saved after each stage)
             return _Stage(
                 client, name, results, on_done=None if save is None else lambda: save(res), disk_path=root
             )
 
-        if "generate" in stages or not raw.exists():
+        need_raw = bool({"validate", "clean"} & set(stages)) or not cln.exists()
+        if "generate" in stages or (need_raw and not raw.exists()):
             drop(raw)
             with Stage(client, "generate", out) as st:
                 st.outputs = [raw]
@@ -235,11 +246,16 @@ def run_size(n: int, args, days: int, save=None) -> dict:
         if "baseline" in stages:
             with Stage(client, "baseline", out) as st:
                 st.outputs = [base]
-                rows = dd.read_parquet(str(raw))
+                # the raw table, or where it was deleted, the clean one (the same rows when none is
+                # quarantined: the note says which)
+                src = raw if raw.exists() else cln
+                rows = dd.read_parquet(str(src))
                 if args.baseline_on == "window":
-                    rows = _window(rows, score_start - BASELINE_HISTORY, end)
-                    st.note = f"read raw, keep from {(score_start - BASELINE_HISTORY).date()}, "
-                st.note += "shuffle by card_id, write"
+                    rows = _window(rows, score_start - BASELINE_HISTORY, end)  # repartitioned
+                    st.note = f"read, keep from {(score_start - BASELINE_HISTORY).date()}, "
+                st.note += "shuffle by card_id, write" + (
+                    "" if src == raw else " (read from the clean table)"
+                )
                 write_parquet(rows.shuffle(on=S.CARD_ID), base, client=client)
                 st.rows = n if args.baseline_on == "table" else disk_rows(base)
             drop(base)
