@@ -328,6 +328,12 @@ def _add_validate(sub):
         help="case/whitespace variants of a category: repair in place (default) or quarantine",
     )
     p.add_argument("--no-duplicates", action="store_true", help="skip the duplicate-key check (no shuffle)")
+    p.add_argument(
+        "--read-twice",
+        action="store_true",
+        help="with --out: find duplicates before writing (two reads; disk peak the larger of output and "
+        "shuffle scratch, not their sum)",
+    )
     _scheduler_arg(p)
 
 
@@ -363,6 +369,7 @@ def _run_validate(args):
                 schema,
                 out=args.out,
                 quarantine_out=args.quarantine,
+                read_once=not args.read_twice,
                 storage_options=_so(args),
                 client=client,
                 **kw,

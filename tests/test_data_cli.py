@@ -27,6 +27,12 @@ def test_cli_validate_and_clean(tmp_path, capsys, client):
     q = pd.read_parquet(tmp_path / "q")
     assert sorted(q["reason"]) == ["duplicate_transaction_id", "negative_amount"]
     assert len(pd.read_parquet(tmp_path / "o")) == 1999
+    # --read-twice: duplicates found before writing, the same outputs
+    twice = ["--out", str(tmp_path / "o2"), "--quarantine", str(tmp_path / "q2"), "--read-twice"]
+    assert main([*args, *twice]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == out["counts"]
+    for a, b in (("o", "o2"), ("q", "q2")):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / a), pd.read_parquet(tmp_path / b))
     # validate only: same counts, nothing written
     assert main([*args]) == 0
     again = json.loads(capsys.readouterr().out)
