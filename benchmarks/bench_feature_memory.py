@@ -36,7 +36,7 @@ from daskml_scale.storage import library_versions, write_parquet
 START = pd.Timestamp("2025-01-01")  # make_transactions' default start
 
 
-def run(table: Path, days: int, npartitions, buffer: str, out: Path) -> dict:
+def run(table: Path, days: int, npartitions, buffer: str, out: Path, window_parts: int = 0) -> dict:
     end = START + pd.Timedelta(days=days)
     score_start = end - pd.Timedelta(days=28)
     hist_start = score_start - pd.Timedelta(days=30)
@@ -68,6 +68,7 @@ def run(table: Path, days: int, npartitions, buffer: str, out: Path) -> dict:
     return {
         "p2p_buffer": buffer,
         "npartitions": npartitions,
+        "window_partitions_per_table": window_parts or None,
         "seconds": seconds,
         "peak_rss_per_worker_mib": peaks,
     }
@@ -81,20 +82,29 @@ def main(argv=None):
     ap.add_argument(
         "--npartitions", type=int, nargs="+", default=[0], help="shuffle partitions (0: the input's)"
     )
+    ap.add_argument(
+        "--window-partitions",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="cut each window into its share of this many partitions (0: of the table's); 1000 on a "
+        "100M table gives the 1B run's window partitions",
+    )
     add_data_dir_arg(ap)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "feature_memory.json"))
     args = ap.parse_args(argv)
     quiet_cluster_logs()
     root = Path(args.data_dir) / f"pipeline-{args.rows}"
     results = []
-    for buffer in args.p2p_buffer:
-        for nparts in args.npartitions:
-            r = run(root / "clean", args.days, nparts or None, buffer, root / "feature-memory-out")
-            results.append(r)
-            peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
-            print(
-                f"buffer {buffer:>7s} npartitions {nparts or 'input':>5}  {r['seconds']:7.1f} s  peak/worker {peaks} MiB"
-            )
+    settings = [(b, n, w) for b in args.p2p_buffer for n in args.npartitions for w in args.window_partitions]
+    for buffer, nparts, wparts in settings:
+        r = run(root / "clean", args.days, nparts or None, buffer, root / "feature-memory-out", wparts)
+        results.append(r)
+        peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
+        print(
+            f"buffer {buffer:>7s} npartitions {nparts or 'input':>5} window partitions of "
+            f"{wparts or 'table':>5}  {r['seconds']:7.1f} s  peak/worker {peaks} MiB"
+        )
     report = {
         "benchmark": "feature_memory",
         "args": vars(args),
