@@ -43,16 +43,17 @@ Disk: a P2P shuffle keeps the shuffled rows uncompressed on disk until it ends (
 whole transaction row, measured at 10M and 100M; the features and scoring stages shuffle their 58 days
 of rows twice, ~140 bytes a row at their peak). At 1B rows that is ~80 GB for the baseline and ~135
 GB for features or score, more than this machine's free disk. The 1B run here therefore spreads its
-rows over a year (``--days 60 60 365``: 2.7M rows a day, about the 1.7M of 100M rows over 60 days),
-so the features and scoring stages read 58 days (~160M rows) of it, measures the baseline on those
-same rows (``--baseline-on window``) and cleans in two reads (``--clean-reads 2``).
+rows over a year (``--days 365``: 2.7M rows a day, about the 1.7M of 100M rows over 60 days), so the
+features and scoring stages read 58 days (~160M rows) of it; it measures the baseline on those same
+rows (``--baseline-on window``) and cleans in two reads (``--clean-reads 2``). 10M and 100M are run
+with the same arguments, so that the three sizes compare.
 
 Usage::
 
     python benchmarks/bench_pipeline.py --rows 200000 1000000                 # check it end to end
-    python benchmarks/bench_pipeline.py --rows 10000000 100000000              # what issue 13 asks,
-    python benchmarks/bench_pipeline.py --rows 1000000000 --days 365 --baseline-on window \
-        --clean-reads 2 --out benchmarks/results/pipeline_1b.json                # then the 1B run
+    python benchmarks/bench_pipeline.py --rows 10000000 100000000              # 60 days, one-read clean
+    python benchmarks/bench_pipeline.py --rows 10000000 100000000 1000000000 --days 365 \
+        --baseline-on window --clean-reads 2                                   # what issue 13 asks
     python benchmarks/bench_pipeline.py --rows 1000000 --stages generate baseline validate clean
 
 Prints a table per size and writes ``benchmarks/results/pipeline.json``.
@@ -215,7 +216,7 @@ def run_size(n: int, args, days: int, save=None) -> dict:
     ) as client:
         out = res["stages"]
 
-        def _window(ddf, start, end):  # noqa: F811 (the module's, repartitioned to the window's share)
+        def _window(ddf, start, end):  # _window_all, repartitioned to the window's share
             # a filter keeps every partition of the table: over a year, the 58 days the features and
             # scoring stages read would be 1000 partitions of 16% of their rows, and their shuffles
             # 1000 x 1000 shards, with hot keys found against 19k-row partitions. Adjacent partitions
