@@ -33,7 +33,15 @@ import pandas as pd
 from ..errors import SchemaError
 from ._kernels import Prefix, Windows, pair_counts, sort_order, window_distinct
 
-__all__ = ["NEW", "apply_stage", "drop_history_duplicates", "stage_columns", "stage_lookback", "time_ns"]
+__all__ = [
+    "NEW",
+    "apply_stage",
+    "drop_history_duplicates",
+    "stage_columns",
+    "stage_lookback",
+    "time_ns",
+    "trim_history",
+]
 
 NEW = "__daskml_scale_new__"
 """Marker column: True for the rows to return, False for history rows (dropped at the end)."""
@@ -136,6 +144,26 @@ def _tiebreak(s: pd.Series) -> np.ndarray:
         if values.dtype != object:
             return values
     return pd.factorize(s, sort=True)[0]
+
+
+def trim_history(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
+    """Drop the history rows older than the stage's look-back before this task's first new row.
+
+    No window of a new row here reaches further back, so the values are the same bits (the running
+    sums restart at epoch-aligned blocks, see :mod:`._kernels`); the task's own first new row is
+    the bound, so no global reduction over the new rows is needed before the history can stream
+    through the shuffle. A task with no new row returns none.
+    """
+    if NEW not in pdf.columns or len(pdf) == 0:
+        return pdf
+    is_new = pdf[NEW].to_numpy(dtype=bool)
+    if is_new.all():
+        return pdf
+    if not is_new.any():
+        return pdf.iloc[:0]
+    t = time_ns(pdf[stage["timestamp"]], stage["timestamp"])
+    keep = is_new | (t >= t[is_new].min() - stage_lookback(stage))
+    return pdf if keep.all() else pdf[keep]
 
 
 def drop_history_duplicates(pdf: pd.DataFrame, transaction_id: str) -> pd.DataFrame:
@@ -264,6 +292,7 @@ def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
     columns = stage_columns(stage)
     rows = None
     if stage.get("new_only") and NEW in pdf.columns:
+        pdf = trim_history(pdf, stage)
         rows = pdf[NEW].to_numpy(dtype=bool)
         kept = pdf[rows].drop(columns=[NEW])
     else:

@@ -14,7 +14,7 @@ from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._history import history_columns, stack_history
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._partition import NEW, apply_stage, stage_columns, stage_lookback
+from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
 
@@ -474,8 +474,11 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         history : dask.dataframe.DataFrame, optional
             Earlier transactions: the result equals computing over ``history`` and ``ddf`` together
             and keeping the rows of ``ddf``, for every feature, bit for bit. Needs every row with a
-            timestamp in ``[first_new - required_history_, first_new)`` (more is allowed, and
-            changes nothing). A history row with the transaction id of a new row is ignored.
+            timestamp in ``[first_new - required_history_, first_new)``; more is allowed and
+            changes no value, but every history row passed is shuffled by every stage (each task
+            trims its history to the stage's look-back of its own first new row after the
+            shuffle: no reduction over the new rows holds the history in memory). A history row
+            with the transaction id of a new row is ignored.
 
         Returns
         -------
@@ -497,21 +500,16 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         stages = self._stages(self.frequencies_)
         hot_keys = getattr(self, "hot_keys_", {})
         if history is None:
-            frame, hist, first = ddf, None, None
+            frame, hist = ddf, None
             nparts = self.npartitions or ddf.npartitions
         else:
             self._check_frame(history, "history")
             hist = history_columns(ddf, history, self._needed_columns())
             nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
-            first = ddf[self.timestamp].min()  # lazy, in the same pass
             frame = ddf
         for stage in stages:
             if hist is not None:
-                # each stage reads the history rows within its own look-back of the first new row
-                # (the merchant stage's day, not the card stage's month), and returns the new rows only
-                lookback = pd.Timedelta(stage_lookback(stage), unit="ns")
-                h = hist[hist[self.timestamp] >= first - lookback]
-                frame = stack_history(frame, h)
+                frame = stack_history(frame, hist)
                 stage = {**stage, "new_only": True}
             hot = hot_keys.get(stage["entity"])
             if hot:  # hot entities split into overlapping time buckets (same values)
