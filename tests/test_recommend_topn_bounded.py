@@ -110,6 +110,32 @@ def test_one_blas_thread_restores_the_limit_after_overlapping_calls():
     assert blas_threads() == before
 
 
+def test_one_blas_thread_limits_a_blas_loaded_after_its_first_call():
+    """Regression: the libraries were looked up once per process, so a BLAS loaded later (faiss's
+    OpenBLAS, imported by an approximate index after a top-N task) kept its threads (seen as
+    ``{1, 2}`` when the suite ran in another order). Run in a fresh process where faiss is not loaded."""
+    pytest.importorskip("faiss")
+    code = """
+import sys, threadpoolctl
+from daskml_scale.recommend._tiled import one_blas_thread
+def blas():
+    return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+assert "faiss" not in sys.modules
+with one_blas_thread():
+    pass
+before = set(blas())
+import faiss
+assert set(blas()) > before, "faiss brought no BLAS of its own"
+with one_blas_thread():
+    assert set(blas().values()) == {1}, blas()
+"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 # -------------------------------------------------------------- 200k items on 2 GiB workers
 N_ITEMS, N_USERS, FACTORS = 200_000, 4_000, 16
 WORKER_MEMORY = 2 << 30

@@ -82,7 +82,7 @@ def _worker_memory_per_thread() -> int:
     return int(limit) // max(1, int(w.state.nthreads))
 
 
-_blas = {"controller": None, "limiter": None, "depth": 0}
+_blas = {"limiter": None, "depth": 0}
 _blas_lock = threading.Lock()
 
 
@@ -91,15 +91,15 @@ def one_blas_thread():
     """Limit BLAS to one thread (Dask runs a task per core already).
 
     The limit is process-wide (threadpoolctl's): the first of overlapping calls (threads of one
-    worker) sets it, the last one restores the original, so none restores it under another.
+    worker) sets it, the last one restores the original, so none restores it under another. The
+    loaded libraries are looked up at each first call (0.4 ms): a BLAS loaded after an earlier call
+    (scipy.linalg and faiss each bring their own OpenBLAS) is limited too.
     """
     with _blas_lock:
         if _blas["depth"] == 0:
-            if _blas["controller"] is None:
-                import threadpoolctl  # a scikit-learn dependency
+            import threadpoolctl  # a scikit-learn dependency
 
-                _blas["controller"] = threadpoolctl.ThreadpoolController()  # inspects the libraries once
-            _blas["limiter"] = _blas["controller"].limit(limits=1, user_api="blas")
+            _blas["limiter"] = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
         _blas["depth"] += 1
     try:
         yield
