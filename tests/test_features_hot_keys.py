@@ -61,6 +61,31 @@ def test_hot_merchant_and_card_equal_pandas_and_the_unsplit_values(hot, unsplit,
     assert_matches_oracle(got, want, list(want.columns))
 
 
+def test_a_transform_longer_than_the_fit_data_splits_what_is_hot_in_it(hot, unsplit):
+    """Regression: hot keys were the entities over the limit in the fit data, so fitting on the
+    first days and transforming the whole span left a merchant under the limit at fit (in 22 days)
+    and 6x over it in the transform (180 days) in one task. Entities over limit / HEADROOM at fit are
+    now listed with buckets of ``hot_key_rows`` rows at their fit rate."""
+    limit, nparts = 400, 24
+    early = hot[hot.timestamp < hot.timestamp.min() + 22 * DAY]
+    in_fit = int((early.merchant_id == HOT_MERCHANT).sum())
+    total = int((hot.merchant_id == HOT_MERCHANT).sum())
+    assert in_fit < limit < total / 5
+    tf = TransactionFeatures(hot_key_rows=limit, npartitions=nparts).fit(scattered(early, 3))
+    assert HOT_MERCHANT in hot_values(tf, "merchant_id")
+    ddf = scattered(hot, 6)
+    stage = tf._stages(tf.frequencies_)[0]
+    assert stage["entity"] == "merchant_id"
+    parts = split_partitions(ddf, stage, tf.hot_keys_["merchant_id"], nparts, "tasks")
+    per_task = parts.map_partitions(
+        lambda p: pd.Series([int((p.merchant_id == HOT_MERCHANT).sum())]), meta=(None, "int64")
+    ).compute()
+    assert per_task.max() <= 1.5 * limit  # a bucket (about the limit at the fit rate) and its context
+    got = by_id(tf.transform(ddf))
+    want = by_id(TransactionFeatures(hot_key_rows=None).fit(scattered(early, 3)).transform(ddf))
+    pd.testing.assert_frame_equal(got, want[got.columns], check_exact=True)
+
+
 def test_no_task_holds_the_whole_hot_entity(hot):
     nparts = 24
     tf = TransactionFeatures(hot_key_rows=150, npartitions=nparts).fit(scattered(hot, 6))
@@ -197,12 +222,19 @@ def test_hot_keys_survive_to_dict_and_old_specs_load(hot):
     assert tf3.hot_keys_ == {} and tf3.hot_key_rows == "auto"
 
 
-def test_small_entities_and_short_spans_are_not_split(hot):
-    # 6 days of data: a card's 30-day look-back is longer than its span, so splitting gains nothing
+def test_small_entities_are_not_listed_and_buckets_are_at_least_the_look_back(hot):
+    # 6 days of data: the hot card's buckets are its 30-day look-back (one bucket in the fit data,
+    # several in a longer transform); the merchant's look-back is 24h
     short = make_frame(n=2_000, hot_share=0.8, seed=3)
     tf = TransactionFeatures(hot_key_rows=10).fit(scattered(short, 4))
-    assert "card_id" not in tf.hot_keys_
-    assert "merchant_id" in tf.hot_keys_  # the merchant's look-back is 24h: split
+    assert dict(tf.hot_keys_["card_id"])[7] == 30 * DAY.value
+    assert dict(tf.hot_keys_["merchant_id"])[HOT_MERCHANT] >= DAY.value
+    # listed: the entities over hot_key_rows / 16 in the fit data, and no other
+    limit = 300
+    tf = TransactionFeatures(hot_key_rows=limit).fit(scattered(hot, 4))
+    for col in ("merchant_id", "card_id"):
+        counts = hot[col].value_counts()
+        assert sorted(hot_values(tf, col)) == sorted(counts[counts > limit / 16].index)
     assert TransactionFeatures(hot_key_rows=10**6).fit(scattered(hot, 4)).hot_keys_ == {}
 
 

@@ -16,8 +16,13 @@ random pile. Cold entities go to ``hash(entity) mod P`` as one key, unchanged.
 
 Detection is one distributed ``groupby(entity)`` count (with the first and last time) per entity
 column, computed in ``fit`` together with the frequency tables (one pass over the data): the
-per-entity counts stay partitioned on the workers and only the rows of entities over the threshold
-come back to the client (at most ``rows / hot_key_rows`` of them).
+per-entity counts stay partitioned on the workers and only the rows of entities over
+``hot_key_rows / HEADROOM`` come back to the client (at most ``HEADROOM * rows / hot_key_rows`` of
+them). Buckets are sized by the entity's *rate* in the fit data (``hot_key_rows`` of its rows per
+bucket), not by its count there: ``transform`` usually reads more time than ``fit`` (fit on a week,
+score a month with a month of history), and an entity just under the limit in the fit week would
+put four times the limit in one task of a month-long transform. With the headroom, every entity that
+reaches ``hot_key_rows`` rows within ``HEADROOM`` times its span in the fit data is split.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ._partition import apply_stage, stage_lookback, time_ns
 __all__ = [
     "BUCKET",
     "CONTEXT",
+    "HEADROOM",
     "apply_split_stage",
     "bucket_widths",
     "entity_times",
@@ -48,6 +54,12 @@ BUCKET = "__daskml_scale_bucket__"
 CONTEXT = "__daskml_scale_context__"
 """True for a copy of a row sent to the next bucket as look-back only (dropped after the stage)."""
 _PARTITIONS = "_partitions"  # dask's name for an explicit target partition (it does not hash it)
+HEADROOM = 16
+"""Entities with more than ``hot_key_rows / HEADROOM`` rows in the fit data are listed, with buckets
+of ``hot_key_rows`` rows at their fit rate: a transform spanning up to ``HEADROOM`` times the fit
+data's time splits every entity it would otherwise give more than about ``hot_key_rows`` rows in one
+task (the hot-key list holds at most ``HEADROOM * rows / hot_key_rows`` entities). Cost: the shuffle copies the last look-back ``L`` of each bucket of a listed entity as
+context, at most ``L / b`` of its rows, whether or not the transform is long enough to need it."""
 
 
 def entity_times(pdf: pd.DataFrame, column: str, timestamp: str) -> pd.DataFrame:
@@ -79,7 +91,7 @@ def hot_key_queries(ddf, stages: list[dict], hot_key_rows, timestamp: str, npart
     found = []
     for stage in stages:
         agg = hot_counts(ddf, stage["entity"], timestamp)
-        found.append(agg[agg["count"] > limit])  # only these rows leave the workers
+        found.append(agg[agg["count"] > limit / HEADROOM])  # only these rows leave the workers
     return found, limit
 
 
@@ -96,20 +108,24 @@ def hot_keys_from(stages: list[dict], found: list[pd.DataFrame], limit: float, p
 
 
 def bucket_widths(counts: pd.DataFrame, max_rows: int, lookback_ns: int) -> list[list]:
-    """``[value, bucket_ns]`` of each entity of ``counts`` that a split really divides.
+    """``[value, bucket_ns]`` of every entity of ``counts`` (those over ``max_rows / HEADROOM``).
 
-    The bucket width is the entity's time span over ``ceil(count / max_rows)`` (so a bucket holds
-    about ``max_rows`` of its own rows at a steady rate), and at least the look-back. An entity whose
-    span is shorter than one bucket plus its look-back gains nothing (one task would still hold all
-    of it) and is not listed.
+    The bucket width is the time the entity takes to reach ``max_rows`` rows at its rate in the fit
+    data: for an entity over the limit, its span over ``ceil(count / max_rows)`` (its buckets divide
+    the fit data evenly), for one under it, its span times ``max_rows / count`` (wider than the fit
+    data: one bucket there, several in a transform over a longer time); at least the look-back.
+    Every one is listed, even one that no split divides within the fit data's span: a transform
+    over a longer time is why it is there.
     """
     out = []
     for value, row in counts.iterrows():
         count, lo, hi = int(row["count"]), int(row["min"]), int(row["max"])
-        n_buckets = max(1, math.ceil(count / max_rows))
-        width = max(int(lookback_ns), math.ceil((hi - lo + 1) / n_buckets))
-        if hi - lo >= width + lookback_ns:
-            out.append([value, width])
+        span = hi - lo + 1
+        if count > max_rows:
+            width = math.ceil(span / math.ceil(count / max_rows))
+        else:
+            width = math.ceil(span * max_rows / max(count, 1))
+        out.append([value, max(int(lookback_ns), width)])
     return out
 
 

@@ -154,13 +154,15 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
     shuffle_method : {None, "p2p", "tasks", "disk"}
         Dask's shuffle method (None: Dask's default, p2p on a distributed cluster).
     hot_key_rows : int, "auto" or None
-        Split an entity (of any shuffle: merchant, card, ...) with more rows than this in the ``fit``
-        data, so that no task holds all of its rows (default ``"auto"``: the rows of an average
-        partition after the shuffle, ``rows / npartitions``; None: never split). A hot entity's rows
-        are cut into time buckets ``bucket_ns`` wide (at least the stage's look-back ``L``, about
-        ``hot_key_rows`` of its rows each); each bucket also gets the entity's rows of the ``L``
-        before it as context (read, not returned), so the values are bit-identical to the unsplit
-        ones. Cost: ``fit`` computes one distributed count per entity column, in the same pass as
+        Split an entity (of any shuffle: merchant, card, ...) so that no task holds more than about
+        this many of its rows (default ``"auto"``: the rows of an average partition after the
+        shuffle, ``rows / npartitions`` of the ``fit`` data; None: never split). Every entity with
+        more than ``hot_key_rows / 16`` rows in the ``fit`` data is listed, and its rows are cut
+        into time buckets ``bucket_ns`` wide: the time it takes to reach ``hot_key_rows`` rows at
+        its fit rate, at least the stage's look-back ``L`` (so a transform over more time than the
+        fit data, up to 16 times more, still splits what is hot in it); each bucket also gets the
+        entity's rows of the ``L`` before it as context (read, not returned), so the values are
+        bit-identical to the unsplit ones. Cost: ``fit`` computes one distributed count per entity column, in the same pass as
         the frequency tables; ``transform`` shuffles a second copy of at most ``L / bucket_ns`` of
         the hot entities' rows. Memory per task: a bucket holds the entity's rows of a span
         ``bucket_ns + L`` instead of its whole history (at a steady rate, about
