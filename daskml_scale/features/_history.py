@@ -1,8 +1,11 @@
 """History for :meth:`TransactionFeatures.transform`: the earlier rows a stage's windows read.
 
-Each stage stacks the history rows within its look-back (padded to the new rows' columns and marked
-``NEW=False``) under the new rows (``NEW=True``) before its shuffle; the stage's task drops them
-once its windows have read them (``new_only`` in :mod:`._partition`).
+Each stage stacks the history rows (padded to the new rows' columns and marked ``NEW=False``) under
+the new rows (``NEW=True``) before its shuffle, with no filter that needs the new rows' first time
+(a lazy reduction: every history partition computed before it was known would wait in memory). The
+stage's task trims its history to the stage's look-back before its own first new row, and drops
+the history rows once its windows have read them (``trim_history`` and ``new_only`` in
+:mod:`._partition`).
 """
 
 from __future__ import annotations
