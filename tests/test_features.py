@@ -273,11 +273,18 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     cutoff = pd.Timestamp("2025-03-05")
     hist, new = frame[frame.timestamp < cutoff], frame[frame.timestamp >= cutoff]
     tf = TransactionFeatures(hot_key_rows=None).fit(scattered(frame))  # no context copies to count
-    out = tf.transform(scattered(new, 3), history=scattered(hist, 4))
+    history = scattered(hist, 4)
+    out = tf.transform(scattered(new, 3), history=history)
     assert list(out.expr.find_operations(Reduction)) == []
     shuffles = list(out.expr.find_operations(ShuffleBase))
     assert len(shuffles) == 2  # merchant, then card: each takes the new rows and the whole history
     assert sorted(len(new_collection(s.frame)) for s in shuffles) == [len(frame), len(frame)]
+    # each history partition feeds one task: the merchant stage hands the history on to the card
+    # stage (stacked again before the card shuffle, one read fed two shuffles, and waits for the
+    # second could hold it)
+    graph = out.__dask_graph__()
+    padded = [k for k in graph if (k[0] if isinstance(k, tuple) else k).startswith("pad_like")]
+    assert len(padded) == history.npartitions  # each of the history's partitions, once
 
 
 def test_tasks_trim_their_history_to_the_look_back_of_their_first_new_row():

@@ -20,9 +20,16 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
     None, or a column of time-bucket numbers that is part of the grouping key: rows of one entity
     in different buckets are different groups (set by the hot-key split, see ``_hot_keys``).
 ``new_only`` (optional)
-    True in every stage of a transform with history: only the rows marked :data:`NEW` are returned
-    (without the marker), and features are written for them only. History rows are read by the
-    windows, then dropped in the same task; the next stage stacks the history rows it needs again.
+    True in every stage of a transform with history: features are computed for the rows marked
+    :data:`NEW` only, their windows reading the history rows within the stage's look-back of the
+    task's first new row (``trim_history``). The last stage returns the new rows only (without the
+    marker).
+``forward_history`` (optional)
+    True in the stages before the last one of a transform with history: every history row the task
+    received is returned too, marked, with zeros for the stage's features, so the next stage
+    receives the history through this stage's output. Each history partition then feeds one task
+    (the first stage's shuffle): were it stacked again before each stage, one read would feed two
+    shuffles, and waits for the second could keep it in memory.
 """
 
 from __future__ import annotations
@@ -291,7 +298,10 @@ def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
     pdf = drop_history_duplicates(pdf, stage["transaction_id"])
     columns = stage_columns(stage)
     rows = None
+    forward = None
     if stage.get("new_only") and NEW in pdf.columns:
+        if stage.get("forward_history"):
+            forward = pdf[~pdf[NEW].to_numpy(dtype=bool)]
         pdf = trim_history(pdf, stage)
         rows = pdf[NEW].to_numpy(dtype=bool)
         kept = pdf[rows].drop(columns=[NEW])
@@ -306,4 +316,11 @@ def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
     out = kept.copy(deep=False)
     for name, dtype in columns:
         out[name] = np.asarray(extra[name], dtype=dtype)
-    return out
+    if forward is None:
+        return out
+    # the history rows go on to the next stage, after the new rows, with zeros as this stage's features
+    forward = forward.assign(**{name: np.zeros(len(forward), dtype=dtype) for name, dtype in columns})
+    out[NEW] = np.ones(len(out), dtype=bool)
+    if len(forward) == 0:
+        return out
+    return pd.concat([out, forward[list(out.columns)]], ignore_index=True)

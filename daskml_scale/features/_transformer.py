@@ -509,10 +509,11 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             hist = history_columns(ddf, history, self._needed_columns())
             nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
             frame = ddf
-        for stage in stages:
+        for i, stage in enumerate(stages):
             if hist is not None:
-                frame = stack_history(frame, hist)
-                stage = {**stage, "new_only": True}
+                if i == 0:  # then each stage hands the history rows on to the next one
+                    frame = stack_history(frame, hist)
+                stage = {**stage, "new_only": True, "forward_history": i < len(stages) - 1}
             hot = hot_keys.get(stage["entity"])
             if hot:  # hot entities split into overlapping time buckets (same values)
                 frame = split_shuffle(frame, stage, hot, nparts, self.shuffle_method)
