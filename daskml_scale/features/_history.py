@@ -1,11 +1,11 @@
 """History for :meth:`TransactionFeatures.transform`: the earlier rows a stage's windows read.
 
-Each stage stacks the history rows (padded to the new rows' columns and marked ``NEW=False``) under
-the new rows (``NEW=True``) before its shuffle, with no filter that needs the new rows' first time
-(a lazy reduction: every history partition computed before it was known would wait in memory). The
-stage's task trims its history to the stage's look-back before its own first new row, and drops
-the history rows once its windows have read them (``trim_history`` and ``new_only`` in
-:mod:`._partition`).
+The history rows (padded to the new rows' columns and marked ``NEW=False``) are stacked once, under
+the new rows (``NEW=True``), before the first stage's shuffle, with no filter that needs the new
+rows' first time (a lazy reduction: every history partition computed before it was known would wait
+in memory). Each stage's task trims its history to the stage's look-back before its own first new
+row; the stages before the last hand every history row on to the next, and the last drops them
+(``trim_history``, ``new_only`` and ``forward_history`` in :mod:`._partition`).
 """
 
 from __future__ import annotations

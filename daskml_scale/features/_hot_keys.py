@@ -58,8 +58,9 @@ HEADROOM = 16
 """Entities with more than ``hot_key_rows / HEADROOM`` rows in the fit data are listed, with buckets
 of ``hot_key_rows`` rows at their fit rate: a transform spanning up to ``HEADROOM`` times the fit
 data's time splits every entity it would otherwise give more than about ``hot_key_rows`` rows in one
-task (the hot-key list holds at most ``HEADROOM * rows / hot_key_rows`` entities). Cost: the shuffle copies the last look-back ``L`` of each bucket of a listed entity as
-context, at most ``L / b`` of its rows, whether or not the transform is long enough to need it."""
+task (the hot-key list holds at most ``HEADROOM * rows / hot_key_rows`` entities). Cost: the
+shuffle copies the last look-back ``L`` of each bucket of a listed entity as context, at most
+``L / b`` of its rows, whether or not the transform is long enough to need it."""
 
 
 def entity_times(pdf: pd.DataFrame, column: str, timestamp: str) -> pd.DataFrame:

@@ -162,8 +162,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         its fit rate, at least the stage's look-back ``L`` (so a transform over more time than the
         fit data, up to 16 times more, still splits what is hot in it); each bucket also gets the
         entity's rows of the ``L`` before it as context (read, not returned), so the values are
-        bit-identical to the unsplit ones. Cost: ``fit`` computes one distributed count per entity column, in the same pass as
-        the frequency tables; ``transform`` shuffles a second copy of at most ``L / bucket_ns`` of
+        bit-identical to the unsplit ones. Cost: ``fit`` computes one distributed count per entity
+        column, in the same pass as the frequency tables; ``transform`` shuffles a second copy of at most ``L / bucket_ns`` of
         the hot entities' rows. Memory per task: a bucket holds the entity's rows of a span
         ``bucket_ns + L`` instead of its whole history (at a steady rate, about
         ``hot_key_rows * (1 + L / bucket_ns)``, or the rows of ``2 L`` when ``bucket_ns = L``). See ``docs/features.md`` (Hot keys).
