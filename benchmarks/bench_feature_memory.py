@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_pipeline.py --rows 100000000 --stages generate clean --keep
     python benchmarks/bench_feature_memory.py --rows 100000000 --p2p-buffer 1GiB 128MiB
     python benchmarks/bench_feature_memory.py --rows 100000000 --worker-env "" MALLOC_ARENA_MAX=2
+    python benchmarks/bench_feature_memory.py --rows 1000000000 --days 365 --start none known
 
 Prints one line per setting and writes ``benchmarks/results/feature_memory.json``.
 """
@@ -107,7 +108,14 @@ def _stop_sampler(dask_worker) -> dict:
 
 
 def run(
-    table: Path, days: int, npartitions, buffer: str, out: Path, window_parts: int = 0, env: str = ""
+    table: Path,
+    days: int,
+    npartitions,
+    buffer: str,
+    out: Path,
+    window_parts: int = 0,
+    env: str = "",
+    start: str = "none",
 ) -> dict:
     end = START + pd.Timedelta(days=days)
     score_start = end - pd.Timedelta(days=28)
@@ -131,7 +139,11 @@ def run(
             tf = TransactionFeatures(npartitions=npartitions)
             tf.fit(window(START, START + pd.Timedelta(days=7)), client=client)
             names = [str(c) for c in tf.get_feature_names_out()]
-            featurized = tf.transform(window(score_start, end), history=window(hist_start, score_start))
+            featurized = tf.transform(
+                window(score_start, end),
+                history=window(hist_start, score_start),
+                start=score_start if start == "known" else None,
+            )
             client.run(__import__("gc").collect)
             client.run(_start_sampler)
             t0 = time.perf_counter()
@@ -145,6 +157,7 @@ def run(
         "npartitions": npartitions,
         "window_partitions_per_table": window_parts or None,
         "worker_env": env or None,
+        "start": start,
         "seconds": seconds,
         "peak_rss_per_worker_mib": [d["peak_mib"] for d in at_peak],
         "at_peak_mib": at_peak,
@@ -173,6 +186,14 @@ def main(argv=None):
         default=[""],
         help="worker environment settings, each KEY=VALUE[,KEY=VALUE] ('' for none), e.g. MALLOC_ARENA_MAX=2",
     )
+    ap.add_argument(
+        "--start",
+        nargs="+",
+        choices=["none", "known"],
+        default=["none"],
+        help="transform(start=): none (every history row through every shuffle) or known (the "
+        "scoring days' first day: each shuffle carries the history its stage reads)",
+    )
     add_data_dir_arg(ap)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "feature_memory.json"))
     args = ap.parse_args(argv)
@@ -180,14 +201,17 @@ def main(argv=None):
     root = Path(args.data_dir) / f"pipeline-{args.rows}"
     results = []
     settings = [
-        (b, n, w, e)
+        (b, n, w, e, s)
         for b in args.p2p_buffer
         for n in args.npartitions
         for w in args.window_partitions
         for e in args.worker_env
+        for s in args.start
     ]
-    for buffer, nparts, wparts, env in settings:
-        r = run(root / "clean", args.days, nparts or None, buffer, root / "feature-memory-out", wparts, env)
+    for buffer, nparts, wparts, env, start in settings:
+        r = run(
+            root / "clean", args.days, nparts or None, buffer, root / "feature-memory-out", wparts, env, start
+        )
         results.append(r)
         peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
         heap = " / ".join(
@@ -198,7 +222,7 @@ def main(argv=None):
         )
         print(
             f"buffer {buffer:>7s} npartitions {nparts or 'input':>5} window partitions of "
-            f"{wparts or 'table':>5} env {env or '-':>20s}  {r['seconds']:7.1f} s  peak/worker {peaks} MiB"
+            f"{wparts or 'table':>5} env {env or '-':>20s} start {start:5s} {r['seconds']:7.1f} s  peak/worker {peaks} MiB"
             f"  at peak (MiB): {heap}"
         )
     report = {

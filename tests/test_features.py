@@ -231,6 +231,9 @@ def test_history_gives_the_all_at_once_values(frame):
     # complete history: bit-identical
     got = by_id(tf.transform(scattered(new, 3), history=scattered(hist, 4, empty_at=1)))
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+    # the same with a known start (the history cut before the shuffles, hot keys split as fitted)
+    got = by_id(tf.transform(scattered(new, 3), history=scattered(hist, 4, empty_at=1), start=cutoff))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
     # history trimmed to the longest window (30d here covers it all, so trim to 2 days with short
     # windows below) and history overlapping the new rows: same values
     overlap = pd.concat([hist, new.iloc[:100]])
@@ -285,6 +288,44 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     graph = out.__dask_graph__()
     padded = [k for k in graph if (k[0] if isinstance(k, tuple) else k).startswith("pad_like")]
     assert len(padded) == history.npartitions  # each of the history's partitions, once
+
+
+def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
+    """With start=, the stage with the longest look-back shuffles first with the history of its
+    look-back only, and hands on only the history the next stage reads; the values, the columns and
+    their order are those of the all-at-once transform, bit for bit."""
+    from dask.dataframe.dask_expr import new_collection
+    from dask.dataframe.dask_expr._shuffle import ShuffleBase
+
+    tf = TransactionFeatures(
+        windows={"1h": ["count"], "24h": ["count", "sum", "nunique"]},
+        profile_window="2d",
+        gap_horizon="36h",
+        other_entities={"merchant_id": {"6h": ["count", "mean"]}},
+        hot_key_rows=None,
+    ).fit(scattered(frame))
+    full = by_id(tf.transform(scattered(frame)))
+    start = pd.Timestamp("2025-03-05")
+    new = frame[frame.timestamp >= start]
+    hist = frame[frame.timestamp < start]  # more than the 2 days needed: the rest is dropped
+    out = tf.transform(scattered(new, 3), history=scattered(hist, 4), start=start)
+    got = by_id(out)
+    pd.testing.assert_frame_equal(got, full.loc[got.index], check_exact=True)
+    assert list(out.columns) == list(frame.columns) + list(tf.get_feature_names_out())
+    shuffles = list(out.expr.find_operations(ShuffleBase))
+    carried = sorted(len(new_collection(s.frame)) for s in shuffles)
+    within = [(hist.timestamp >= start - pd.Timedelta(w)).sum() for w in ("6h", "48h")]
+    assert within[0] < within[1] < len(hist)
+    # card first (2 days of history), then merchant (the 6 hours it reads, handed on by the card stage)
+    assert carried == [len(new) + within[0], len(new) + within[1]]
+    # an earlier start (a lower bound of the first new row) gives the same values; a later one raises
+    early = by_id(
+        tf.transform(scattered(new, 3), history=scattered(hist, 4), start=start - pd.Timedelta("5h"))
+    )
+    pd.testing.assert_frame_equal(early, got, check_exact=True)
+    late = tf.transform(scattered(new, 3), history=scattered(hist, 4), start=start + pd.Timedelta("1h"))
+    with pytest.raises(SchemaError, match="earlier than start"):
+        late.compute()
 
 
 def test_tasks_trim_their_history_to_the_look_back_of_their_first_new_row():

@@ -85,6 +85,9 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_scored_as_alone(tmp_path
     no_id_row = planted.index[5]
     no_id_original = int(new.at[no_id_row, "transaction_id"])
     planted.at[no_id_row, "transaction_id"] = "x-17"
+    # a bad row earlier than every good one: the first time score finds is then not a good row's
+    negative = planted.index[planted.transaction_id.isin([k for k, r in expected.items() if r == "negative_amount"])]
+    planted.at[negative[0], "timestamp"] = str(new.timestamp.min() - pd.Timedelta("1h"))
     # bad history rows: dropped from the history and counted, not a failure
     hist = train.copy()
     hist["timestamp"] = hist["timestamp"].astype(object)
@@ -145,6 +148,15 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_scored_as_alone(tmp_path
     )  # fmt: skip
     assert alone["rows_quarantined"] == 0
     pd.testing.assert_series_equal(_scores(tmp_path / "scores"), _scores(tmp_path / "alone"))
+    # score cuts the history by the batch's first time (found by a pass over its timestamps, bad rows
+    # included: an earlier planted time only lowers the bound): the scores of the uncut history
+    assert pd.to_datetime(planted["timestamp"], errors="coerce", format="mixed").min() < good.timestamp.min()
+    uncut = model.predict_proba(
+        dd.from_pandas(good, npartitions=2, sort=False),
+        history=dd.from_pandas(hist.dropna(subset=["timestamp"]).astype({"timestamp": "datetime64[ns]"}),
+                               npartitions=2, sort=False),
+    ).compute().set_index("transaction_id")["score"].sort_index()  # fmt: skip
+    pd.testing.assert_series_equal(_scores(tmp_path / "scores"), uncut, check_exact=True)
     assert written.score.between(0, 1).all()
 
 

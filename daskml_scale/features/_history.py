@@ -17,7 +17,31 @@ import pandas as pd
 from ..errors import SchemaError
 from ._partition import NEW
 
-__all__ = ["history_columns", "pad_like", "stack_history"]
+__all__ = ["history_columns", "history_since", "pad_like", "stack_history", "to_ns"]
+
+
+def to_ns(start, column: str = "start") -> int:
+    """UTC nanoseconds since the epoch of a time (a naive time is taken as UTC, as the features do)."""
+    try:
+        t = pd.Timestamp(start)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"The {column!r} parameter must be a time. Got {start!r} instead.") from e
+    if t is pd.NaT:
+        raise SchemaError(f"The {column!r} parameter must be a time. Got {start!r} instead.")
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    return int(t.as_unit("ns").value)
+
+
+def history_since(pdf: pd.DataFrame, column: str, min_ns: int) -> pd.DataFrame:
+    """The rows of one history partition at or after ``min_ns`` (missing times kept: the stage that
+    reads them names them)."""
+    s = pdf[column]
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    t = s.dt.as_unit("ns").to_numpy().view(np.int64)
+    keep = (t >= min_ns) | s.isna().to_numpy()
+    return pdf if keep.all() else pdf[keep]
 
 
 def history_columns(ddf, history, needed: list[str]):

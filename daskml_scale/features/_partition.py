@@ -30,6 +30,12 @@ A *stage* is a plain dict (picklable, JSON-like) describing the features of one 
     receives the history through this stage's output. Each history partition then feeds one task
     (the first stage's shuffle): were it stacked again before each stage, one read would feed two
     shuffles, and waits for the second could keep it in memory.
+``forward_from_ns`` (optional)
+    With ``forward_history``: only the history rows at or after this time (ns) are handed on (the
+    look-back of the later stages before a known first new time, ``transform(start=)``).
+``start_ns`` (optional)
+    A known lower bound of the new rows' times (``transform(start=)``): a new row before it raises
+    :class:`~daskml_scale.errors.SchemaError` (the history was cut by it).
 """
 
 from __future__ import annotations
@@ -173,6 +179,23 @@ def trim_history(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
     return pdf if keep.all() else pdf[keep]
 
 
+def _check_start(pdf: pd.DataFrame, stage: dict) -> None:
+    """Raise when a new row is earlier than the ``start`` the history was cut by."""
+    is_new = pdf[NEW].to_numpy(dtype=bool)
+    if not is_new.any():
+        return
+    ts = stage["timestamp"]
+    early = int((time_ns(pdf[ts][is_new], ts) < stage["start_ns"]).sum())
+    if early:
+        start = pd.Timestamp(stage["start_ns"], unit="ns")
+        raise SchemaError(
+            f"Column {ts!r}: {early} new row(s) in one partition are earlier than start={start} "
+            "(transform(start=) must be at or before the first new row: the history was cut by "
+            "it). Pass an earlier start, or none.",
+            column=ts,
+        )
+
+
 def drop_history_duplicates(pdf: pd.DataFrame, transaction_id: str) -> pd.DataFrame:
     """Drop history rows whose transaction id is also a new row (the new row wins)."""
     if NEW not in pdf.columns or len(pdf) == 0:
@@ -300,8 +323,13 @@ def apply_stage(pdf: pd.DataFrame, stage: dict) -> pd.DataFrame:
     rows = None
     forward = None
     if stage.get("new_only") and NEW in pdf.columns:
+        if stage.get("start_ns") is not None:
+            _check_start(pdf, stage)
         if stage.get("forward_history"):
             forward = pdf[~pdf[NEW].to_numpy(dtype=bool)]
+            if stage.get("forward_from_ns") is not None and len(forward):
+                t = time_ns(forward[stage["timestamp"]], stage["timestamp"])
+                forward = forward[t >= stage["forward_from_ns"]]
         pdf = trim_history(pdf, stage)
         rows = pdf[NEW].to_numpy(dtype=bool)
         kept = pdf[rows].drop(columns=[NEW])

@@ -12,9 +12,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .. import schema as S
 from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
-from ._history import history_columns, stack_history
+from ._history import history_columns, history_since, stack_history, to_ns
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._partition import NEW, apply_stage, stage_columns
+from ._partition import NEW, apply_stage, stage_columns, stage_lookback
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
 
@@ -466,7 +466,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         return np.asarray(self.feature_names_out_, dtype=object)
 
     # ------------------------------------------------------------------------------ transform
-    def transform(self, ddf, history=None):
+    def transform(self, ddf, history=None, *, start=None):
         """Add the features to every row of ``ddf`` (lazy).
 
         Parameters
@@ -481,6 +481,14 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             trims its history to the stage's look-back of its own first new row after the
             shuffle: no reduction over the new rows holds the history in memory). A history row
             with the transaction id of a new row is ignored.
+        start : time-like, optional
+            With ``history``: the time of the first row of ``ddf``, or any earlier time (naive times
+            are UTC). History older than ``start - required_history_`` is then dropped before the
+            first shuffle, the stage with the longest look-back shuffles first, and it hands on only
+            the history the later stages read (for the default features, the merchant shuffle
+            carries one day of history instead of thirty). Values are unchanged; a row of ``ddf``
+            earlier than ``start`` raises :class:`~daskml_scale.errors.SchemaError` when computed.
+            :func:`daskml_scale.fraud.score` finds it from the batch.
 
         Returns
         -------
@@ -509,6 +517,21 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             hist = history_columns(ddf, history, self._needed_columns())
             nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
             frame = ddf
+        if start is not None and hist is not None:
+            start_ns = to_ns(start)
+            # the longest look-back first: each later stage is handed only the history it reads
+            stages = sorted(stages, key=stage_lookback, reverse=True)
+            lookbacks = [stage_lookback(st) for st in stages]
+            hist = hist.map_partitions(
+                history_since, self.timestamp, start_ns - lookbacks[0], meta=hist._meta
+            )
+            for i, st in enumerate(stages):
+                if i == 0:
+                    st["start_ns"] = start_ns
+                if i < len(stages) - 1:
+                    st["forward_from_ns"] = start_ns - max(lookbacks[i + 1 :])
+        elif start is not None:
+            to_ns(start)  # checked, unused: without history nothing is cut
         for i, stage in enumerate(stages):
             if hist is not None:
                 if i == 0:  # then each stage hands the history rows on to the next one
@@ -520,7 +543,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 continue
             frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
-        return frame
+        columns = [*ddf.columns, *self.feature_names_out_]
+        return frame if list(frame.columns) == columns else frame[columns]
 
     # ------------------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:

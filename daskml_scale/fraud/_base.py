@@ -225,11 +225,11 @@ class FraudClassifierBase(BaseEstimator):
         return clone(self.features)
 
     # ----------------------------------------------------------------------------- features
-    def _featurize(self, ddf, history=None):
+    def _featurize(self, ddf, history=None, start=None):
         """Transactions plus behaviour-feature columns (one row per input row)."""
         if self.features_ is None:
             return ddf
-        return self.features_.transform(ddf, history=history)
+        return self.features_.transform(ddf, history=history, start=start)
 
     def _prepare_fit(self, X, client):
         """Fit the features, learn the model columns and categories; return (featurized, cutoff).

@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import schema as S
 from ..cluster import compute
@@ -39,6 +40,7 @@ def score(
     quarantine=None,
     strict: bool = False,
     keep=None,
+    start=None,
     storage_options: dict | None = None,
     client=None,
 ):
@@ -67,6 +69,11 @@ def score(
         identical parts, never duplicating.
     history : Dask or pandas DataFrame, optional
         Earlier transactions, so per-card windows at the start of the batch see their past.
+    start : time-like, optional
+        With ``history``: the batch's first time, or any earlier one. Each feature shuffle then
+        carries only the history its windows read (see ``TransactionFeatures.transform``). Default:
+        the batch's earliest parseable time, found by one pass over its timestamp column before the
+        scoring pass.
     threshold : float, optional
         Alert when ``score >= threshold``; default the model's ``threshold``.
     quarantine : path-like, optional
@@ -130,13 +137,15 @@ def score(
         check_transactions(history, "score (history)", label=False, dtypes=False)
     batch = check_rows(to_dask(ddf), model, owner="score", keep=keep)
     hist = None if history is None else check_rows(to_dask(history), model, owner="score (history)")
+    if hist is not None and start is None and model.features_ is not None:
+        start = _first_time(to_dask(ddf), batch.rules, client)
     lazy_counts = [batch.counts] + ([hist.counts] if hist is not None else [])
     if strict:
         totals = compute(*lazy_counts, client=client)  # small: counts
         raise_if_bad(summarize(totals[0], batch.rules), batch.rules, "score")
         if hist is not None:
             raise_if_bad(summarize(totals[1], hist.rules), hist.rules, "score", "history rows")
-    featurized = model._featurize(batch.good, None if hist is None else hist.good)
+    featurized = model._featurize(batch.good, None if hist is None else hist.good, start=start)
     scored = model._score_frame(featurized, keep=keep)
     scored = scored.assign(**{S.IS_ALERT: scored[S.SCORE] >= threshold})
     # rows in transaction order inside each partition: a rerun writes byte-identical files
@@ -250,6 +259,21 @@ def tune_threshold(
     t = float(choose_threshold(scored[S.IS_FRAUD], scored[S.SCORE], **kwargs))
     model.set_params(threshold=t)
     return t
+
+
+def _first_time(ddf, rules, client):
+    """The earliest time of the batch as the checks parse it (a lower bound of the rows scored: the
+    rows set aside have later times or none); None when it has none. One pass over one column."""
+    from ..data._readers import coerce_frame
+
+    ts = S.TIMESTAMP
+    col = ddf[[ts]]
+    plan = {ts: rules.plan.get(ts)}
+    parsed = col.map_partitions(
+        coerce_frame, plan, rules.time_unit, meta=coerce_frame(col._meta, plan, rules.time_unit)
+    )
+    (first,) = compute(parsed[ts].min(), client=client)  # small: one time
+    return None if first is None or first is pd.NaT else first
 
 
 def _check_keep(keep, ddf) -> list:
