@@ -533,16 +533,7 @@ def _run_features(args):
         ddf = ddf[[c for c in ddf.columns if c in cols]]
         if history is not None:
             history = history[[c for c in history.columns if c in cols]]
-        out = tf.transform(ddf, history=history)  # checks the columns (lazy)
-        if history is not None:  # the input's first time (one pass over one column) cuts the history
-            import pandas as pd
-
-            from .cluster import compute
-
-            (start,) = compute(ddf[tf.timestamp].min(), client=client)
-            if not pd.isna(start):
-                out = tf.transform(ddf, history=history, start=start)
-        out = out[[S.TRANSACTION_ID, *names]]
+        out = tf.transform(ddf, history=history)[[S.TRANSACTION_ID, *names]]
         write_parquet(out, args.out, storage_options=so, client=client)
     if args.save_spec:
         write_json(args.save_spec, tf.to_dict(), storage_options=so)

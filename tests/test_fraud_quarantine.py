@@ -100,6 +100,7 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_scored_as_alone(tmp_path
         history=dd.from_pandas(hist, npartitions=2, sort=False),
         out=tmp_path / "scores",
         quarantine=tmp_path / "quarantine",
+        start="auto",
     )
     n_bad = len(expected) + 1
     assert summary["rows_in"] == len(new)
@@ -148,7 +149,7 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_scored_as_alone(tmp_path
     )  # fmt: skip
     assert alone["rows_quarantined"] == 0
     pd.testing.assert_series_equal(_scores(tmp_path / "scores"), _scores(tmp_path / "alone"))
-    # score cuts the history by the batch's first time (found by a pass over its timestamps, bad rows
+    # start="auto" cuts the history by the batch's first time (found by a pass over its timestamps, bad rows
     # included: an earlier planted time only lowers the bound): the scores of the uncut history
     assert pd.to_datetime(planted["timestamp"], errors="coerce", format="mixed").min() < good.timestamp.min()
     uncut = model.predict_proba(
