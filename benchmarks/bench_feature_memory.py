@@ -15,7 +15,7 @@ Usage::
     python benchmarks/bench_pipeline.py --rows 100000000 --stages generate clean --keep
     python benchmarks/bench_feature_memory.py --rows 100000000 --p2p-buffer 1GiB 128MiB
     python benchmarks/bench_feature_memory.py --rows 100000000 --worker-env "" MALLOC_ARENA_MAX=2
-    python benchmarks/bench_feature_memory.py --rows 1000000000 --days 365 --start none known
+    python benchmarks/bench_feature_memory.py --rows 1000000000 --days 365 --score-days 1 --start none known
 
 Prints one line per setting and writes ``benchmarks/results/feature_memory.json``.
 """
@@ -116,9 +116,10 @@ def run(
     window_parts: int = 0,
     env: str = "",
     start: str = "none",
+    score_days: int = 28,
 ) -> dict:
     end = START + pd.Timedelta(days=days)
-    score_start = end - pd.Timedelta(days=28)
+    score_start = end - pd.Timedelta(days=score_days)
     hist_start = score_start - pd.Timedelta(days=30)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.update(dict(kv.split("=", 1) for kv in env.split(",") if kv))
@@ -158,6 +159,7 @@ def run(
         "window_partitions_per_table": window_parts or None,
         "worker_env": env or None,
         "start": start,
+        "score_days": score_days,
         "seconds": seconds,
         "peak_rss_per_worker_mib": [d["peak_mib"] for d in at_peak],
         "at_peak_mib": at_peak,
@@ -194,6 +196,7 @@ def main(argv=None):
         help="transform(start=): none (every history row through every shuffle) or known (the "
         "scoring days' first day: each shuffle carries the history its stage reads)",
     )
+    ap.add_argument("--score-days", type=int, default=28, help="the last days transformed (30 of history before)")
     add_data_dir_arg(ap)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "feature_memory.json"))
     args = ap.parse_args(argv)
@@ -210,7 +213,15 @@ def main(argv=None):
     ]
     for buffer, nparts, wparts, env, start in settings:
         r = run(
-            root / "clean", args.days, nparts or None, buffer, root / "feature-memory-out", wparts, env, start
+            root / "clean",
+            args.days,
+            nparts or None,
+            buffer,
+            root / "feature-memory-out",
+            wparts,
+            env,
+            start,
+            args.score_days,
         )
         results.append(r)
         peaks = " / ".join(f"{p:.0f}" for p in r["peak_rss_per_worker_mib"])
