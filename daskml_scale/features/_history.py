@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SchemaError
-from ._partition import NEW
+from ._partition import NEW, stage_lookback, utc_ns
 
-__all__ = ["history_columns", "history_since", "pad_like", "stack_history", "to_ns"]
+__all__ = ["cut_by_start", "history_columns", "history_since", "pad_like", "stack_history", "to_ns"]
 
 
 def to_ns(start, column: str = "start") -> int:
@@ -37,11 +37,21 @@ def history_since(pdf: pd.DataFrame, column: str, min_ns: int) -> pd.DataFrame:
     """The rows of one history partition at or after ``min_ns`` (missing times kept: the stage that
     reads them names them)."""
     s = pdf[column]
-    if getattr(s.dt, "tz", None) is not None:
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    t = s.dt.as_unit("ns").to_numpy().view(np.int64)
-    keep = (t >= min_ns) | s.isna().to_numpy()
+    keep = (utc_ns(s) >= min_ns) | s.isna().to_numpy()
     return pdf if keep.all() else pdf[keep]
+
+
+def cut_by_start(stages: list[dict], hist, start, timestamp: str):
+    """``transform(start=)``: the stages reordered, longest look-back first, each told how much
+    history to hand on, and the history cut to the first stage's look-back as it is read."""
+    start_ns = to_ns(start)
+    stages = sorted(stages, key=stage_lookback, reverse=True)
+    lookbacks = [stage_lookback(st) for st in stages]
+    hist = hist.map_partitions(history_since, timestamp, start_ns - lookbacks[0], meta=hist._meta)
+    stages[0]["start_ns"] = start_ns
+    for i, st in enumerate(stages[:-1]):
+        st["forward_from_ns"] = start_ns - max(lookbacks[i + 1 :])
+    return stages, hist
 
 
 def history_columns(ddf, history, needed: list[str]):

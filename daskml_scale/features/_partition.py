@@ -54,6 +54,7 @@ __all__ = [
     "stage_lookback",
     "time_ns",
     "trim_history",
+    "utc_ns",
 ]
 
 NEW = "__daskml_scale_new__"
@@ -125,6 +126,11 @@ def time_ns(s: pd.Series, column: str) -> np.ndarray:
             "transaction needs a time. Drop or fill those rows before computing features.",
             column=column,
         )
+    return utc_ns(s)
+
+
+def utc_ns(s: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch as int64, unchecked (NaT becomes the int64 minimum)."""
     if getattr(s.dt, "tz", None) is not None:
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
     return s.dt.as_unit("ns").to_numpy().view(np.int64)

@@ -12,9 +12,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .. import schema as S
 from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
-from ._history import history_columns, history_since, stack_history, to_ns
+from ._history import cut_by_start, history_columns, stack_history, to_ns
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._partition import NEW, apply_stage, stage_columns, stage_lookback
+from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
 
@@ -486,9 +486,11 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             are UTC). History older than ``start - required_history_`` is then dropped before the
             first shuffle, the stage with the longest look-back shuffles first, and it hands on only
             the history the later stages read (for the default features, the merchant shuffle
-            carries one day of history instead of thirty). Values are unchanged; a row of ``ddf``
-            earlier than ``start`` raises :class:`~daskml_scale.errors.SchemaError` when computed.
-            :func:`daskml_scale.fraud.score` finds it from the batch.
+            carries one day of history instead of thirty, but its rows carry the card stage's
+            features: it pays where the history is much longer than ``ddf``, see docs/features.md).
+            Values are unchanged; a row of ``ddf`` earlier than ``start`` raises
+            :class:`~daskml_scale.errors.SchemaError` when computed. ``fraud.score(start="auto")``
+            finds it from the batch.
 
         Returns
         -------
@@ -518,18 +520,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
             frame = ddf
         if start is not None and hist is not None:
-            start_ns = to_ns(start)
-            # the longest look-back first: each later stage is handed only the history it reads
-            stages = sorted(stages, key=stage_lookback, reverse=True)
-            lookbacks = [stage_lookback(st) for st in stages]
-            hist = hist.map_partitions(
-                history_since, self.timestamp, start_ns - lookbacks[0], meta=hist._meta
-            )
-            for i, st in enumerate(stages):
-                if i == 0:
-                    st["start_ns"] = start_ns
-                if i < len(stages) - 1:
-                    st["forward_from_ns"] = start_ns - max(lookbacks[i + 1 :])
+            stages, hist = cut_by_start(stages, hist, start, self.timestamp)
         elif start is not None:
             to_ns(start)  # checked, unused: without history nothing is cut
         for i, stage in enumerate(stages):

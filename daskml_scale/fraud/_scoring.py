@@ -265,8 +265,8 @@ def tune_threshold(
 
 
 def _first_time(ddf, rules, client):
-    """The earliest time of the batch as the checks parse it (a lower bound of the rows scored: the
-    rows set aside have later times or none); None when it has none. One pass over one column."""
+    """The earliest time of the batch as the checks parse it, set-aside rows included (so a lower
+    bound of the rows scored); None when it has none. One pass over one column."""
     from ..data._readers import coerce_frame
 
     ts = S.TIMESTAMP
@@ -276,7 +276,7 @@ def _first_time(ddf, rules, client):
         coerce_frame, plan, rules.time_unit, meta=coerce_frame(col._meta, plan, rules.time_unit)
     )
     (first,) = compute(parsed[ts].min(), client=client)  # small: one time
-    return None if first is None or first is pd.NaT else first
+    return None if pd.isna(first) else first
 
 
 def _check_keep(keep, ddf) -> list:
