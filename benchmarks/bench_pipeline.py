@@ -25,7 +25,7 @@ each), the stages run in order, each streaming parquet to parquet:
     computed inside ``fit``). The training window is capped at ``--max-train-rows`` rows (fewer days
     at large sizes). (Since the one-copy change ``fit`` keeps only the sampled float32 matrix.)
 ``score``
-    ``score(model, last days, out=, history=, quarantine=, keep=["is_fraud"])``: the last
+    ``score(model, last days, out=, history=, quarantine=, keep=["is_fraud"], start=)``: the last
     ``--score-days`` days, with the ``required_history_`` before them as history (features computed
     from raw rows, then predicted); the label is written beside each score.
 ``evaluate``
@@ -337,6 +337,7 @@ def run_size(n: int, args, days: int, save=None) -> dict:
                     history=_window(table, hist_start, score_start),
                     quarantine=squar,
                     keep=[S.IS_FRAUD],  # the label beside its score: evaluate reads one table
+                    start=score_start,  # the batch's first day, known here (as in features)
                     client=client,
                 )
                 st.rows = summary["rows"]

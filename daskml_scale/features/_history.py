@@ -5,7 +5,10 @@ the new rows (``NEW=True``), before the first stage's shuffle, with no filter th
 rows' first time (a lazy reduction: every history partition computed before it was known would wait
 in memory). Each stage's task trims its history to the stage's look-back before its own first new
 row; the stages before the last hand every history row on to the next, and the last drops them
-(``trim_history``, ``new_only`` and ``forward_history`` in :mod:`._partition`).
+(``trim_history``, ``new_only`` and ``forward_history`` in :mod:`._partition`). Where the side
+stages run on their own columns (:mod:`._narrow`), this happens twice: the history's columns of the
+side stages under the narrow frame, and the whole history under the rows of the main stage; each
+read of it feeds one task.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._history import cut_by_start, history_columns, stack_history, to_ns
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
+from ._narrow import POSITION, attach_side_features, narrow_frame, route_back, shares_tasks
 from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
@@ -483,14 +484,23 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
             with the transaction id of a new row is ignored.
         start : time-like, optional
             With ``history``: the time of the first row of ``ddf``, or any earlier time (naive times
-            are UTC). History older than ``start - required_history_`` is then dropped before the
-            first shuffle, the stage with the longest look-back shuffles first, and it hands on only
-            the history the later stages read (for the default features, the merchant shuffle
-            carries one day of history instead of thirty, but its rows carry the card stage's
-            features: it pays where the history is much longer than ``ddf``, see docs/features.md).
-            Values are unchanged; a row of ``ddf`` earlier than ``start`` raises
-            :class:`~daskml_scale.errors.SchemaError` when computed. ``fraud.score(start="auto")``
-            finds it from the batch.
+            are UTC). Each stage's history is then cut to its own look-back before ``start`` as it
+            is read (for the default features, the merchant shuffle carries one day of history, the
+            card shuffle thirty). Values are unchanged; a row of ``ddf`` earlier than ``start``
+            raises :class:`~daskml_scale.errors.SchemaError` when computed.
+            ``fraud.score(start="auto")`` finds it from the batch.
+
+        Notes
+        -----
+        The stages of ``other_entities`` (the merchant's, by default) read four columns: they run on
+        a frame of those columns and each row's position, and their features are routed back to the
+        input partitions by position; the whole rows are then shuffled once, by ``entity``. Passes:
+        the input (and the history) is read twice, the first time only those columns (parquet reads
+        only them); three shuffles, two of them of about 40 bytes a row. Where the two reads would
+        be one task (an input the column selection cannot reach, such as an opaque
+        ``map_partitions``), whose result would then wait in memory between the two phases, the
+        whole rows go through every shuffle instead (one read). An input must give the same rows
+        in the same order each time it is computed (checked: the transaction ids are compared).
 
         Returns
         -------
@@ -507,22 +517,52 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "them before transform (it adds them).",
                 column=clash[0],
             )
-        if NEW in ddf.columns:
-            raise SchemaError(f"Column {NEW!r} is reserved by {type(self).__name__}.", column=NEW)
+        for reserved in (NEW, POSITION):
+            if reserved in ddf.columns:
+                raise SchemaError(f"Column {reserved!r} is reserved by {type(self).__name__}.", column=reserved)
         stages = self._stages(self.frequencies_)
         hot_keys = getattr(self, "hot_keys_", {})
-        if history is None:
-            frame, hist = ddf, None
-            nparts = self.npartitions or ddf.npartitions
-        else:
+        hist = None
+        if history is not None:
             self._check_frame(history, "history")
             hist = history_columns(ddf, history, self._needed_columns())
-            nparts = self.npartitions or (ddf.npartitions + hist.npartitions)
+        nparts = self.npartitions or (ddf.npartitions + (0 if hist is None else hist.npartitions))
+        if start is not None:
+            to_ns(start)  # checked first; without history nothing is cut
+        if hist is None:
+            start = None
+        main, sides = stages[-1], stages[:-1]
+        side_columns = list(
+            dict.fromkeys([self.transaction_id, self.timestamp, self.amount, *(st["entity"] for st in sides)])
+        )
+        narrow = narrow_frame(ddf, side_columns) if sides else None
+        if narrow is not None and not (
+            shares_tasks(narrow, ddf) or (hist is not None and shares_tasks(hist[side_columns], hist))
+        ):
+            # the side stages on their columns only, their features routed back to the input
+            # partitions; then the whole rows shuffled once, by the main entity (see _narrow)
+            side_hist = None if hist is None else hist[side_columns]
+            if start is not None:
+                sides, side_hist = cut_by_start(sides, side_hist, start, self.timestamp)
+            side = self._run_stages(narrow, sides, side_hist, hot_keys, nparts)
+            names = [n for st in sides for n, _ in stage_columns(st)]
+            back = route_back(side[[POSITION, self.transaction_id, *names]], ddf.npartitions, self.shuffle_method)
+            meta = ddf._meta.assign(**{n: side._meta[n] for n in names})
+            frame = dd.map_partitions(
+                attach_side_features, ddf, back, names, self.transaction_id, meta=meta, align_dataframes=False
+            )
+            stages = [main]
+        else:
             frame = ddf
-        if start is not None and hist is not None:
+        if start is not None:
             stages, hist = cut_by_start(stages, hist, start, self.timestamp)
-        elif start is not None:
-            to_ns(start)  # checked, unused: without history nothing is cut
+        frame = self._run_stages(frame, stages, hist, hot_keys, nparts)
+        columns = [*ddf.columns, *self.feature_names_out_]
+        return frame if list(frame.columns) == columns else frame[columns]
+
+    def _run_stages(self, frame, stages, hist, hot_keys, nparts):
+        """Shuffle ``frame`` by each stage's entity in turn and compute its features; with ``hist``,
+        stacked under the new rows before the first shuffle and handed on from stage to stage."""
         for i, stage in enumerate(stages):
             if hist is not None:
                 if i == 0:  # then each stage hands the history rows on to the next one
@@ -534,8 +574,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 continue
             frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
             frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
-        columns = [*ddf.columns, *self.feature_names_out_]
-        return frame if list(frame.columns) == columns else frame[columns]
+        return frame
 
     # ------------------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:
