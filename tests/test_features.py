@@ -280,13 +280,18 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     out = tf.transform(scattered(new, 3), history=history)
     assert list(out.expr.find_operations(Reduction)) == []
     shuffles = list(out.expr.find_operations(ShuffleBase))
-    # merchant (its four columns, new rows and the whole history), its features routed back to the
-    # new rows' partitions, then card (whole rows, new and history)
+    # merchant (its five columns, new rows and the whole history), its features sent to the card
+    # stage's partitions, and card (whole rows, new and history)
     assert len(shuffles) == 3
     carried = sorted(len(new_collection(s.frame)) for s in shuffles)
     assert carried == [len(new), len(frame), len(frame)]
-    merchant = [s for s in shuffles if "card_id" not in s.frame.columns]
-    assert len(merchant) == 2 and max(len(s.frame.columns) for s in merchant) <= 7  # narrow
+    merchant = [s for s in shuffles if "is_fraud" not in s.frame.columns]
+    assert len(merchant) == 2 and max(len(s.frame.columns) for s in merchant) <= 8  # narrow
+    # the whole rows go straight into the card shuffle: no input partition waits for the merchant
+    # phase (joining the merchant features to the input partitions before the card shuffle held
+    # each one in memory until the merchant stage ended: 5.8 GiB a worker at 1B rows)
+    (whole,) = [s for s in shuffles if "is_fraud" in s.frame.columns]
+    assert list(whole.frame.find_operations(ShuffleBase)) == []
     # every read (a partition of the new rows or of the history) feeds one task: none is held in
     # memory from the merchant phase for a later one
     from dask.core import get_deps
@@ -295,7 +300,7 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     _, dependents = get_deps(graph)
     roots = [k for k in graph if (k[0] if isinstance(k, tuple) else k).startswith("frompandas")]
     assert len(roots) >= 3 + 4  # the partitions of the new rows and of the history, at least
-    assert roots and all(len(dependents[k]) == 1 for k in roots), [k for k in roots if len(dependents[k]) != 1]
+    assert all(len(dependents[k]) == 1 for k in roots), [k for k in roots if len(dependents[k]) != 1]
 
 
 def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
@@ -323,8 +328,8 @@ def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
     carried = sorted(len(new_collection(s.frame)) for s in shuffles)
     within = [(hist.timestamp >= start - pd.Timedelta(w)).sum() for w in ("6h", "48h")]
     assert within[0] < within[1] < len(hist)
-    # merchant on its columns with the 6 hours it reads, its features routed back to the new rows,
-    # then card with 2 days of history
+    # merchant on its columns with the 6 hours it reads, its features sent to the card stage's
+    # partitions, and card with 2 days of history
     assert carried == [len(new), len(new) + within[0], len(new) + within[1]]
     # an earlier start (a lower bound of the first new row) gives the same values; a later one raises
     early = by_id(
@@ -737,13 +742,16 @@ def test_an_input_that_reads_other_rows_the_second_time_raises():
     """The side features are matched to the rows by position; the transaction ids are compared so
     that an input that does not give the same rows twice fails loudly instead of mislabelling."""
     from daskml_scale.errors import DaskMLScaleError
-    from daskml_scale.features._narrow import POSITION, attach_side_features
+    from daskml_scale.features._narrow import POSITION, attach_by_position
 
-    pdf = pd.DataFrame({"transaction_id": [10, 11, 12], "amount": [1.0, 2.0, 3.0]})
-    side = pd.DataFrame({POSITION: [2, 0, 1], "transaction_id": [12, 10, 11], "f": [0.3, 0.1, 0.2]})
-    got = attach_side_features(pdf, side, ["f"], "transaction_id")
+    pdf = pd.DataFrame({"transaction_id": [10, 11, 12], "amount": [1.0, 2.0, 3.0], POSITION: [5, 7, 6]})
+    side = pd.DataFrame({POSITION: [6, 5, 7], "transaction_id": [12, 10, 11], "f": [0.3, 0.1, 0.2]})
+    got = attach_by_position(pdf, side, ["f"], "transaction_id")
     np.testing.assert_array_equal(got["f"], [0.1, 0.2, 0.3])
-    with pytest.raises(DaskMLScaleError, match="same rows"):
-        attach_side_features(pdf, side.assign(transaction_id=[12, 11, 10]), ["f"], "transaction_id")
-    with pytest.raises(DaskMLScaleError, match="same rows"):
-        attach_side_features(pdf.iloc[:2], side, ["f"], "transaction_id")
+    assert list(got.columns) == ["transaction_id", "amount", "f"]
+    with pytest.raises(DaskMLScaleError, match="same rows"):  # other rows at those positions
+        attach_by_position(pdf, side.assign(transaction_id=[10, 12, 11]), ["f"], "transaction_id")
+    with pytest.raises(DaskMLScaleError, match="same rows"):  # a row missing
+        attach_by_position(pdf.iloc[:2], side, ["f"], "transaction_id")
+    with pytest.raises(DaskMLScaleError, match="same rows"):  # a position not among the side's
+        attach_by_position(pdf.assign(**{POSITION: [5, 7, 8]}), side, ["f"], "transaction_id")
