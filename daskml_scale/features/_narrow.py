@@ -41,10 +41,10 @@ from ..errors import DaskMLScaleError
 from ._hot_keys import CONTEXT, apply_split_stage, route, split_partitions
 from ._partition import stage_lookback
 
-__all__ = ["POSITION", "attach_by_position", "join_sides", "narrow_frame", "shares_tasks", "with_position"]
+__all__ = ["POSITION", "attach_by_position", "join_sides", "shares_tasks", "with_position"]
 
 POSITION = "__daskml_scale_position__"
-"""Input partition << 32 | row number in it, of a new row in the narrow frame."""
+"""Input partition << 32 | row number in it, of a new row (in the narrow frame and the whole rows)."""
 _PARTITIONS = "_partitions"  # dask's name for an explicit target partition (it does not hash it)
 
 
@@ -52,13 +52,6 @@ def _with_position(pdf: pd.DataFrame, partition_info=None) -> pd.DataFrame:
     part = 0 if partition_info is None else int(partition_info["number"])
     pos = (np.int64(part) << np.int64(32)) | np.arange(len(pdf), dtype=np.int64)
     return pdf.assign(**{POSITION: pos})
-
-
-def narrow_frame(ddf, columns: list[str]):
-    """The ``columns`` of ``ddf`` and each row's :data:`POSITION` (lazy, partition by partition)."""
-    narrow = ddf[columns]
-    meta = narrow._meta.assign(**{POSITION: np.zeros(0, dtype=np.int64)})
-    return narrow.map_partitions(_with_position, meta=meta)
 
 
 def with_position(ddf):

@@ -14,7 +14,7 @@ from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._history import cut_by_start, history_columns, stack_history, to_ns
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._narrow import POSITION, join_sides, narrow_frame, shares_tasks, with_position
+from ._narrow import POSITION, join_sides, shares_tasks, with_position
 from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
@@ -538,7 +538,7 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 [self.transaction_id, self.timestamp, self.amount, main["entity"], *(st["entity"] for st in sides)]
             )
         )
-        narrow = narrow_frame(ddf, side_columns) if sides else None
+        narrow = with_position(ddf[side_columns]) if sides else None
         side, names = None, []
         # the history's read may feed both phases (when it has only these columns): both take it
         # into a shuffle at once, nothing waits
