@@ -90,6 +90,33 @@ def test_score_lazy_without_out(frames, sgd_model):
     assert (out.is_alert == (out.score >= sgd_model.threshold)).all()
 
 
+def test_score_of_parquet_input_keeps_the_card_partitions(tmp_path, frames, xgb_model):
+    """A parquet input takes the narrow plan (the merchant stage on its columns, joined to the whole
+    rows in the card stage's tasks). Dask-expr saw that joined frame as two sources, so score's
+    ``is_alert`` column (``scored["score"] >= threshold``) was aligned to it by two hidden shuffles
+    on the index: the written parts held every card (their rows depended on how the graph was
+    built, so the CLI and the library wrote different files), and the lazy result failed on
+    duplicate index labels."""
+    from dask.dataframe.dask_expr._shuffle import ShuffleBase
+
+    train, new = frames
+    path = tmp_path / "new"
+    dd.from_pandas(new, npartitions=3, sort=False).to_parquet(path, write_index=False)
+    hist = dd.from_pandas(train, npartitions=2, sort=False)
+    lazy = score(xgb_model, dd.read_parquet(path), history=hist, keep=["card_id"], threshold=0.3)
+    # merchant, its features to the card stage's partitions, card: nothing else moves rows
+    assert len(list(lazy.optimize().expr.find_operations(ShuffleBase))) == 3
+    parts = [p.compute() for p in lazy.to_delayed()]
+    assert sum(map(len, parts)) == len(new)
+    cards = [set(p.card_id) for p in parts]
+    assert sum(map(len, cards)) == new.card_id.nunique()  # each card in one part
+    out = pd.concat(parts, ignore_index=True)
+    assert (out.is_alert == (out.score >= 0.3)).all()
+    expected = xgb_model.predict_proba(new, history=train)[:, 1]
+    got = out.set_index("transaction_id").loc[new.transaction_id, "score"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_score_without_history_differs_at_the_start(frames, xgb_model):
     """History matters: without it the first transactions of each card look new."""
     train, new = frames

@@ -34,7 +34,9 @@ from __future__ import annotations
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask._task_spec import Alias
 from dask.dataframe.dask_expr import new_collection
+from dask.dataframe.dask_expr._expr import Expr
 from dask.dataframe.dask_expr._shuffle import Shuffle
 
 from ..errors import DaskMLScaleError
@@ -79,9 +81,33 @@ def join_sides(frame, side, stage: dict, hot: list, names: list[str], nparts: in
     routed = new_collection(Shuffle(targets.expr, _PARTITIONS, nparts, False, method, None))
     shuffled = split_partitions(frame, stage, hot, nparts, method)
     meta = main_with_sides(shuffled._meta, routed._meta, stage, names)
-    return dd.map_partitions(
-        main_with_sides, shuffled, routed, stage, names, meta=meta, align_dataframes=False
-    )
+    joined = dd.map_partitions(main_with_sides, shuffled, routed, stage, names, meta=meta, align_dataframes=False)
+    return new_collection(OneLineage(joined.expr))
+
+
+class OneLineage(Expr):
+    """The partitions of ``frame``, as they are (each task an alias of one partition).
+
+    Dask-expr treats two columns of one frame as aligned only when their lineage, walked through
+    partition-wise steps, reaches one source: the joined frame above reaches two shuffles (the whole
+    rows and the side features), so ``out.assign(x=out["a"] > 0)`` on it shuffled both sides by
+    their index to align them: two hidden shuffles, rows moved to other partitions, and, the index
+    being each partition's own ``0..n-1``, the values of rows of equal labels mixed up (score wrote
+    its alerts that way, and its lazy result failed on the duplicate labels). This step is where
+    that walk stops: the joined frame is one source.
+    """
+
+    _parameters = ["frame"]
+
+    @property
+    def _meta(self):
+        return self.frame._meta
+
+    def _divisions(self):
+        return self.frame.divisions
+
+    def _task(self, name, index: int):
+        return Alias(name, (self.frame._name, index))
 
 
 def main_with_sides(pdf: pd.DataFrame, side: pd.DataFrame, stage: dict, names: list[str]) -> pd.DataFrame:
