@@ -237,6 +237,14 @@ def _add_score(sub):
         default=None,
         help="earlier transactions of the same cards, so behaviour features see their past",
     )
+    p.add_argument(
+        "--start",
+        metavar="TIME",
+        default=None,
+        help="with --history: the batch's first time or any earlier one ('auto': found by one pass "
+        "over the batch's times); each shuffle then carries only the history its windows read, "
+        "which pays for a short batch (a day) with a long history (a month)",
+    )
     p.add_argument("--threshold", type=float, default=None, help="alert threshold (default: the model's)")
     p.add_argument(
         "--quarantine",
@@ -269,7 +277,7 @@ def _run_score(args):
     history = read_transactions(args.history, storage_options=so) if args.history else None
     with _client(args) as client:
         summary = score(
-            model, ddf, out=args.out, history=history, threshold=args.threshold,
+            model, ddf, out=args.out, history=history, start=args.start, threshold=args.threshold,
             quarantine=args.quarantine, strict=args.strict, keep=args.keep, storage_options=so,
             client=client,
         )  # fmt: skip

@@ -228,7 +228,19 @@ def test_cli_train_and_score(tmp_path, client, spread, frames, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == len(new)
-    assert len(pd.read_parquet(tmp_path / "s")) == len(new)
+    full = pd.read_parquet(tmp_path / "s")
+    assert len(full) == len(new)
+    # --start: the same scores, each shuffle carrying only the history its windows read
+    for start in ("auto", "2025-01-09"):
+        code = main(["score", str(tmp_path / "new"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s2"),
+                     "--history", str(tmp_path / "train"), "--start", start, *addr])  # fmt: skip
+        assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == len(new)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s2"), full, check_exact=True)
+    # a start after the batch's first row is refused, before anything is written
+    code = main(["score", str(tmp_path / "new"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s3"),
+                 "--history", str(tmp_path / "train"), "--start", "2025-01-10", *addr])  # fmt: skip
+    assert code == 2 and "start" in capsys.readouterr().err
+    assert not (tmp_path / "s3").exists()
 
 
 def test_cli_errors_exit_2(tmp_path, client, capsys):
