@@ -280,18 +280,21 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     out = tf.transform(scattered(new, 3), history=history)
     assert list(out.expr.find_operations(Reduction)) == []
     shuffles = list(out.expr.find_operations(ShuffleBase))
-    # merchant (its five columns, new rows and the whole history), its features sent to the card
-    # stage's partitions, and card (whole rows, new and history)
-    assert len(shuffles) == 3
+    # merchant (its five columns, new rows and the whole history), and card: the whole rows (new
+    # and history) and, in the same shuffle, the merchant features of the new rows
+    assert len(shuffles) == 2
     carried = sorted(len(new_collection(s.frame)) for s in shuffles)
-    assert carried == [len(new), len(frame), len(frame)]
-    merchant = [s for s in shuffles if "is_fraud" not in s.frame.columns]
-    assert len(merchant) == 2 and max(len(s.frame.columns) for s in merchant) <= 8  # narrow
+    assert carried == [len(frame), len(frame) + len(new)]
+    (merchant,) = [s for s in shuffles if "is_fraud" not in s.frame.columns]
+    assert len(merchant.frame.columns) <= 8  # narrow
     # the whole rows go straight into the card shuffle: no input partition waits for the merchant
     # phase (joining the merchant features to the input partitions before the card shuffle held
-    # each one in memory until the merchant stage ended: 5.8 GiB a worker at 1B rows)
-    (whole,) = [s for s in shuffles if "is_fraud" in s.frame.columns]
-    assert list(whole.frame.find_operations(ShuffleBase)) == []
+    # each one in memory until the merchant stage ended: 5.8 GiB a worker at 1B rows), and the
+    # merchant features come in the same shuffle (a second shuffle joined partition by partition
+    # held the outputs of the one that ended first until the other's were ready: 3.3 GiB at 1B)
+    (card,) = [s for s in shuffles if "is_fraud" in s.frame.columns]
+    upstream = sorted(len(list(d.find_operations(ShuffleBase))) for d in card.frame.dependencies())
+    assert upstream == [0, 1]  # the whole rows: none; the merchant features: the merchant shuffle
     # every read (a partition of the new rows or of the history) feeds one task: none is held in
     # memory from the merchant phase for a later one
     from dask.core import get_deps
@@ -328,9 +331,9 @@ def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
     carried = sorted(len(new_collection(s.frame)) for s in shuffles)
     within = [(hist.timestamp >= start - pd.Timedelta(w)).sum() for w in ("6h", "48h")]
     assert within[0] < within[1] < len(hist)
-    # merchant on its columns with the 6 hours it reads, its features sent to the card stage's
-    # partitions, and card with 2 days of history
-    assert carried == [len(new), len(new) + within[0], len(new) + within[1]]
+    # merchant on its columns with the 6 hours it reads, and card with 2 days of history and the
+    # merchant features of the new rows
+    assert carried == [len(new) + within[0], 2 * len(new) + within[1]]
     # an earlier start (a lower bound of the first new row) gives the same values; a later one raises
     early = by_id(
         tf.transform(scattered(new, 3), history=scattered(hist, 4), start=start - pd.Timedelta("5h"))
@@ -733,9 +736,13 @@ def test_an_input_read_once_for_both_phases_moves_whole_rows(frame):
     want = by_id(tf.transform(scattered(frame)))
     opaque = scattered(frame).map_partitions(_same)
     out = tf.transform(opaque)
-    assert len(list(out.expr.find_operations(ShuffleBase))) == 2  # merchant then card, whole rows
+
+    def whole_rows(o):  # which shuffles carry the whole rows
+        return sorted("is_fraud" in s.frame.columns for s in o.expr.find_operations(ShuffleBase))
+
+    assert whole_rows(out) == [True, True]  # merchant then card, whole rows
     pd.testing.assert_frame_equal(by_id(out), want, check_exact=True)
-    assert len(list(tf.transform(scattered(frame)).expr.find_operations(ShuffleBase))) == 3
+    assert whole_rows(tf.transform(scattered(frame))) == [False, True]
 
 
 def test_an_input_that_reads_other_rows_the_second_time_raises():
