@@ -280,35 +280,20 @@ def test_history_streams_through_the_shuffles_with_no_global_reduction(frame):
     out = tf.transform(scattered(new, 3), history=history)
     assert list(out.expr.find_operations(Reduction)) == []
     shuffles = list(out.expr.find_operations(ShuffleBase))
-    # merchant (its five columns, new rows and the whole history), and card: the whole rows (new
-    # and history) and, in the same shuffle, the merchant features of the new rows
-    assert len(shuffles) == 2
-    carried = sorted(len(new_collection(s.frame)) for s in shuffles)
-    assert carried == [len(frame), len(frame) + len(new)]
-    (merchant,) = [s for s in shuffles if "is_fraud" not in s.frame.columns]
-    assert len(merchant.frame.columns) <= 8  # narrow
-    # the whole rows go straight into the card shuffle: no input partition waits for the merchant
-    # phase (joining the merchant features to the input partitions before the card shuffle held
-    # each one in memory until the merchant stage ended: 5.8 GiB a worker at 1B rows), and the
-    # merchant features come in the same shuffle (a second shuffle joined partition by partition
-    # held the outputs of the one that ended first until the other's were ready: 3.3 GiB at 1B)
-    (card,) = [s for s in shuffles if "is_fraud" in s.frame.columns]
-    upstream = sorted(len(list(d.find_operations(ShuffleBase))) for d in card.frame.dependencies())
-    assert upstream == [0, 1]  # the whole rows: none; the merchant features: the merchant shuffle
-    # every read (a partition of the new rows or of the history) feeds one task: none is held in
-    # memory from the merchant phase for a later one
-    from dask.core import get_deps
-
-    graph = dict(out.__dask_graph__())
-    _, dependents = get_deps(graph)
-    roots = [k for k in graph if (k[0] if isinstance(k, tuple) else k).startswith("frompandas")]
-    assert len(roots) >= 3 + 4  # the partitions of the new rows and of the history, at least
-    assert all(len(dependents[k]) == 1 for k in roots), [k for k in roots if len(dependents[k]) != 1]
+    assert len(shuffles) == 2  # merchant, then card: each takes the new rows and the whole history
+    assert sorted(len(new_collection(s.frame)) for s in shuffles) == [len(frame), len(frame)]
+    # each history partition feeds one task: the merchant stage hands the history on to the card
+    # stage (stacked again before the card shuffle, one read fed two shuffles, and waits for the
+    # second could hold it)
+    graph = out.__dask_graph__()
+    padded = [k for k in graph if (k[0] if isinstance(k, tuple) else k).startswith("pad_like")]
+    assert len(padded) == history.npartitions  # each of the history's partitions, once
 
 
 def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
-    """With start=, each shuffle carries only the history its stage reads (cut as it is read); the
-    values, the columns and their order are those of the all-at-once transform, bit for bit."""
+    """With start=, the stage with the longest look-back shuffles first with the history of its
+    look-back only, and hands on only the history the next stage reads; the values, the columns and
+    their order are those of the all-at-once transform, bit for bit."""
     from dask.dataframe.dask_expr import new_collection
     from dask.dataframe.dask_expr._shuffle import ShuffleBase
 
@@ -331,9 +316,8 @@ def test_a_known_start_cuts_the_history_each_shuffle_carries(frame):
     carried = sorted(len(new_collection(s.frame)) for s in shuffles)
     within = [(hist.timestamp >= start - pd.Timedelta(w)).sum() for w in ("6h", "48h")]
     assert within[0] < within[1] < len(hist)
-    # merchant on its columns with the 6 hours it reads, and card with 2 days of history and the
-    # merchant features of the new rows
-    assert carried == [len(new) + within[0], 2 * len(new) + within[1]]
+    # card first (2 days of history), then merchant (the 6 hours it reads, handed on by the card stage)
+    assert carried == [len(new) + within[0], len(new) + within[1]]
     # an earlier start (a lower bound of the first new row) gives the same values; a later one raises
     early = by_id(
         tf.transform(scattered(new, 3), history=scattered(hist, 4), start=start - pd.Timedelta("5h"))
@@ -719,46 +703,3 @@ def test_dormant_and_edge_cards_equal_pandas(dormant):
     came_back = back.sort_values("timestamp").groupby("card_id")["transaction_id"].first()
     assert secs[came_back].isna().all()
     assert (got.loc[came_back, "card_new_merchant_30d"].dropna() == 1).all()
-
-
-def _same(pdf):
-    return pdf.copy()
-
-
-def test_an_input_read_once_for_both_phases_moves_whole_rows(frame):
-    """The side stage reads its columns in a first phase and the rows are read again in the second.
-    Where both reads would be the same task (an input the column selection cannot reach, such as
-    this map_partitions), its result would wait in memory between the phases: transform then moves
-    the whole rows through both shuffles instead, with the same values."""
-    from dask.dataframe.dask_expr._shuffle import ShuffleBase
-
-    tf = TransactionFeatures(hot_key_rows=None).fit(scattered(frame))
-    want = by_id(tf.transform(scattered(frame)))
-    opaque = scattered(frame).map_partitions(_same)
-    out = tf.transform(opaque)
-
-    def whole_rows(o):  # which shuffles carry the whole rows
-        return sorted("is_fraud" in s.frame.columns for s in o.expr.find_operations(ShuffleBase))
-
-    assert whole_rows(out) == [True, True]  # merchant then card, whole rows
-    pd.testing.assert_frame_equal(by_id(out), want, check_exact=True)
-    assert whole_rows(tf.transform(scattered(frame))) == [False, True]
-
-
-def test_an_input_that_reads_other_rows_the_second_time_raises():
-    """The side features are matched to the rows by position; the transaction ids are compared so
-    that an input that does not give the same rows twice fails loudly instead of mislabelling."""
-    from daskml_scale.errors import DaskMLScaleError
-    from daskml_scale.features._narrow import POSITION, attach_by_position
-
-    pdf = pd.DataFrame({"transaction_id": [10, 11, 12], "amount": [1.0, 2.0, 3.0], POSITION: [5, 7, 6]})
-    side = pd.DataFrame({POSITION: [6, 5, 7], "transaction_id": [12, 10, 11], "f": [0.3, 0.1, 0.2]})
-    got = attach_by_position(pdf, side, ["f"], "transaction_id")
-    np.testing.assert_array_equal(got["f"], [0.1, 0.2, 0.3])
-    assert list(got.columns) == ["transaction_id", "amount", "f"]
-    with pytest.raises(DaskMLScaleError, match="same rows"):  # other rows at those positions
-        attach_by_position(pdf, side.assign(transaction_id=[10, 12, 11]), ["f"], "transaction_id")
-    with pytest.raises(DaskMLScaleError, match="same rows"):  # a row missing
-        attach_by_position(pdf.iloc[:2], side, ["f"], "transaction_id")
-    with pytest.raises(DaskMLScaleError, match="same rows"):  # a position not among the side's
-        attach_by_position(pdf.assign(**{POSITION: [5, 7, 8]}), side, ["f"], "transaction_id")

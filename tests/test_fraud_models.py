@@ -201,8 +201,7 @@ def test_xgboost_with_features_distributed(client, spread, small):
     ddf = dd.from_pandas(small, npartitions=2)
     with spread() as ts:
         model = XGBoostFraudClassifier(n_estimators=10).fit(ddf)
-    # the card stage (it joins the merchant features) per shuffled partition, both workers
-    ts.assert_spread(prefix="main_with_sides")
+    ts.assert_spread(prefix="apply_stage")  # behaviour features per shuffled partition, both workers
     ts.assert_spread(prefix="fn-")  # and xgboost trained on both
     assert "card_txn_count_1h" in model.model_columns_
     out = model.predict_proba(ddf).compute()

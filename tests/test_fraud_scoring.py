@@ -91,13 +91,12 @@ def test_score_lazy_without_out(frames, sgd_model):
 
 
 def test_score_of_parquet_input_keeps_the_card_partitions(tmp_path, frames, xgb_model):
-    """A parquet input takes the narrow plan (the merchant stage on its columns, joined to the whole
-    rows in the card stage's tasks). When the join read two shuffles, dask-expr saw the joined frame
-    as two sources, so score's
-    ``is_alert`` column (``scored["score"] >= threshold``) was aligned to it by two hidden shuffles
-    on the index: the written parts held every card (their rows depended on how the graph was
-    built, so the CLI and the library wrote different files), and the lazy result failed on
-    duplicate index labels."""
+    """A parquet input, scored with history: the written parts are the card stage's partitions and
+    nothing else moves rows. (With the merchant stage's features joined from a second shuffle,
+    dask-expr saw the scored frame as two sources, so score's ``is_alert`` column (``scored["score"]
+    >= threshold``) was aligned to it by two hidden shuffles on the index: the written parts held
+    every card, their rows depended on how the graph was built (the CLI and the library wrote
+    different files), and the lazy result failed on duplicate index labels.)"""
     from dask.dataframe.dask_expr._shuffle import ShuffleBase
 
     train, new = frames
@@ -105,7 +104,7 @@ def test_score_of_parquet_input_keeps_the_card_partitions(tmp_path, frames, xgb_
     dd.from_pandas(new, npartitions=3, sort=False).to_parquet(path, write_index=False)
     hist = dd.from_pandas(train, npartitions=2, sort=False)
     lazy = score(xgb_model, dd.read_parquet(path), history=hist, keep=["card_id"], threshold=0.3)
-    # merchant, and card with the merchant features: nothing else moves rows
+    # merchant, then card: nothing else moves rows
     assert len(list(lazy.optimize().expr.find_operations(ShuffleBase))) == 2
     parts = [p.compute() for p in lazy.to_delayed()]
     assert sum(map(len, parts)) == len(new)
@@ -229,14 +228,16 @@ def test_cli_train_and_score(tmp_path, client, spread, frames, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == len(new)
-    full = pd.read_parquet(tmp_path / "s")
+    full = pd.read_parquet(tmp_path / "s").sort_values("transaction_id", ignore_index=True)
     assert len(full) == len(new)
-    # --start: the same scores, each shuffle carrying only the history its windows read
+    # --start: the same scores, each shuffle carrying only the history its windows read (the
+    # stages in another order, so the parts hold other rows)
     for start in ("auto", "2025-01-09"):
         code = main(["score", str(tmp_path / "new"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s2"),
                      "--history", str(tmp_path / "train"), "--start", start, *addr])  # fmt: skip
         assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == len(new)
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s2"), full, check_exact=True)
+        got = pd.read_parquet(tmp_path / "s2").sort_values("transaction_id", ignore_index=True)
+        pd.testing.assert_frame_equal(got, full, check_exact=True)
     # a start after the batch's first row is refused, before anything is written
     code = main(["score", str(tmp_path / "new"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s3"),
                  "--history", str(tmp_path / "train"), "--start", "2025-01-10", *addr])  # fmt: skip

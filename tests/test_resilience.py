@@ -239,7 +239,7 @@ def test_score_identical_after_worker_kill(deployment, on_deployment, data, tmp_
     ref = score(model, ddf, out=tmp_path / "ref", client=c)
     before = worker_pids(c)
     # aimed after the behaviour features' shuffles: at scoring and writing the partitions
-    killer = WorkerKiller(c, kills=1, min_delay=0.0, during=("score_partition", "write_part", "apply_stage", "main_with_sides"))
+    killer = WorkerKiller(c, kills=1, min_delay=0.0, during=("score_partition", "write_part", "apply_stage"))
     killer.start()
     try:
         got = score(model, ddf, out=tmp_path / "got", client=c)

@@ -14,7 +14,6 @@ from ..cluster import compute
 from ..errors import ParameterError, SchemaError, check_fitted
 from ._history import cut_by_start, history_columns, stack_history, to_ns
 from ._hot_keys import hot_key_queries, hot_keys_from, split_shuffle
-from ._narrow import POSITION, join_sides, shares_tasks, with_position
 from ._partition import NEW, apply_stage, stage_columns
 
 __all__ = ["AGGREGATIONS", "DEFAULT_OTHER_ENTITIES", "DEFAULT_WINDOWS", "TransactionFeatures"]
@@ -492,16 +491,12 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
 
         Notes
         -----
-        The stages of ``other_entities`` (the merchant's, by default) read five columns: they run on
-        a frame of those columns and each row's position, and their features are shuffled to the
-        main stage's partitions, whose tasks join them to the whole rows by position; the whole
-        rows are shuffled once, by ``entity`` (see ``features/_narrow``). Passes: the input (and
-        the history) is read twice, the first time only those columns (parquet reads only them),
-        each read feeding a shuffle at once; three shuffles, two of them of about 50 and 40 bytes a
-        row. Where the two reads would be one task (an input the column selection cannot reach,
-        such as an opaque ``map_partitions``), the whole rows go through every shuffle instead (one
-        read). An input must give the same rows in the same order each time it is computed
-        (checked: the transaction ids are compared).
+        Passes: the input (and the history) is read once; each stage shuffles the whole rows by its
+        entity (the default: merchant, then card; with ``start``, card then merchant), and the
+        history rows are handed on from stage to stage. (A plan that ran the merchant stage on its
+        five columns and joined its features to the rows in the card stage's tasks moved fewer
+        bytes but was not faster at 1B rows and held more memory a worker; see
+        ``benchmarks/RESULTS.md``.)
 
         Returns
         -------
@@ -518,9 +513,8 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
                 "them before transform (it adds them).",
                 column=clash[0],
             )
-        for reserved in (NEW, POSITION):
-            if reserved in ddf.columns:
-                raise SchemaError(f"Column {reserved!r} is reserved by {type(self).__name__}.", column=reserved)
+        if NEW in ddf.columns:
+            raise SchemaError(f"Column {NEW!r} is reserved by {type(self).__name__}.", column=NEW)
         stages = self._stages(self.frequencies_)
         hot_keys = getattr(self, "hot_keys_", {})
         hist = None
@@ -530,54 +524,22 @@ class TransactionFeatures(TransformerMixin, BaseEstimator):
         nparts = self.npartitions or (ddf.npartitions + (0 if hist is None else hist.npartitions))
         if start is not None:
             to_ns(start)  # checked first; without history nothing is cut
-        if hist is None:
-            start = None
-        main, sides = stages[-1], stages[:-1]
-        side_columns = list(
-            dict.fromkeys(
-                [self.transaction_id, self.timestamp, self.amount, main["entity"], *(st["entity"] for st in sides)]
-            )
-        )
-        narrow = with_position(ddf[side_columns]) if sides else None
-        side, names = None, []
-        # the history's read may feed both phases (when it has only these columns): both take it
-        # into a shuffle at once, nothing waits
-        if narrow is not None and not shares_tasks(narrow, ddf):
-            # the side stages on their columns only; their features join the whole rows in the
-            # main stage's tasks, after one shuffle of the whole rows (see _narrow)
-            side_hist = None if hist is None else hist[side_columns]
-            if start is not None:
-                sides, side_hist = cut_by_start(sides, side_hist, start, self.timestamp)
-            side = self._run_stages(narrow, sides, side_hist, hot_keys, nparts)
-            names = [n for st in sides for n, _ in stage_columns(st)]
-            side = side[[POSITION, *side_columns, *names]]
-            frame, stages = with_position(ddf), [main]
-        else:
-            frame = ddf
-        if start is not None:
-            stages, hist = cut_by_start(stages, hist, start, self.timestamp)
-        frame = self._run_stages(frame, stages, hist, hot_keys, nparts, side=side, side_names=names)
-        columns = [*ddf.columns, *self.feature_names_out_]
-        return frame if list(frame.columns) == columns else frame[columns]
-
-    def _run_stages(self, frame, stages, hist, hot_keys, nparts, side=None, side_names=()):
-        """Shuffle ``frame`` by each stage's entity in turn and compute its features; with ``hist``,
-        stacked under the new rows before the first shuffle and handed on from stage to stage. With
-        ``side`` (the side stages' output): the last stage's tasks join its ``side_names`` features."""
+            if hist is not None:
+                stages, hist = cut_by_start(stages, hist, start, self.timestamp)
+        frame = ddf
         for i, stage in enumerate(stages):
             if hist is not None:
                 if i == 0:  # then each stage hands the history rows on to the next one
                     frame = stack_history(frame, hist)
                 stage = {**stage, "new_only": True, "forward_history": i < len(stages) - 1}
             hot = hot_keys.get(stage["entity"])
-            if side is not None and i == len(stages) - 1:
-                frame = join_sides(frame, side, stage, hot or [], list(side_names), nparts, self.shuffle_method)
-            elif hot:  # hot entities split into overlapping time buckets (same values)
+            if hot:  # hot entities split into overlapping time buckets (same values)
                 frame = split_shuffle(frame, stage, hot, nparts, self.shuffle_method)
-            else:
-                frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
-                frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
-        return frame
+                continue
+            frame = frame.shuffle(on=stage["entity"], npartitions=nparts, shuffle_method=self.shuffle_method)
+            frame = frame.map_partitions(apply_stage, stage, meta=apply_stage(frame._meta, stage))
+        columns = [*ddf.columns, *self.feature_names_out_]
+        return frame if list(frame.columns) == columns else frame[columns]
 
     # ------------------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:
