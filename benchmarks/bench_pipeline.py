@@ -111,11 +111,6 @@ def drop(*paths: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _window_all(ddf, start, end):
-    ts = ddf[S.TIMESTAMP]
-    return ddf[(ts >= start) & (ts < end)]
-
-
 class _DiskSampler:
     """The most the used bytes of ``path``'s filesystem rose above their start (sampled every 0.2 s):
     a stage's outputs plus the shuffle scratch Dask keeps on the same disk."""
@@ -217,15 +212,19 @@ def run_size(n: int, args, days: int, save=None) -> dict:
     ) as client:
         out = res["stages"]
 
-        def _window(ddf, start, end):  # _window_all, repartitioned to the window's share
-            # a filter keeps every partition of the table: over a year, the 58 days the features and
-            # scoring stages read would be 1000 partitions of 16% of their rows, and their shuffles
-            # 1000 x 1000 shards, with hot keys found against 19k-row partitions. Adjacent partitions
-            # are concatenated (no shuffle) to about --partition-rows again.
+        def _window(src, start, end, columns=None):
+            # each window is its own read, filtered as it is read (a job reads the files of its days;
+            # one read feeding the batch and its history kept filtered pieces of the shared read in
+            # memory until both were done: ~1 GiB a worker at 1B). A filter keeps every partition of
+            # the table: over a year, the 58 days the features and scoring stages read would be
+            # 1000 partitions of 16% of their rows, and their shuffles 1000 x 1000 shards, with hot
+            # keys found against 19k-row partitions. Adjacent partitions are concatenated (no
+            # shuffle) to about --partition-rows again.
             share = (min(end, table_end) - max(start, START)) / (table_end - START)
-            return _window_all(ddf, start, end).repartition(
-                npartitions=max(1, math.ceil(ddf.npartitions * share))
+            rows = dd.read_parquet(
+                str(src), columns=columns, filters=[(S.TIMESTAMP, ">=", start), (S.TIMESTAMP, "<", end)]
             )
+            return rows.repartition(npartitions=max(1, math.ceil(rows.npartitions * share)))
 
         def Stage(client, name, results):  # noqa: N802 (the class, with the JSON saved after each stage)
             return _Stage(
@@ -253,7 +252,7 @@ def run_size(n: int, args, days: int, save=None) -> dict:
                 src = raw if raw.exists() else cln
                 rows = dd.read_parquet(str(src))
                 if args.baseline_on == "window":
-                    rows = _window(rows, score_start - BASELINE_HISTORY, end)  # repartitioned
+                    rows = _window(src, score_start - BASELINE_HISTORY, end)  # repartitioned
                     st.note = f"read, keep from {(score_start - BASELINE_HISTORY).date()}, "
                 st.note += "shuffle by card_id, write" + (
                     "" if src == raw else " (read from the clean table)"
@@ -282,17 +281,16 @@ def run_size(n: int, args, days: int, save=None) -> dict:
                 st.note = f"{rep.rows_out:,} clean + {rep.rows_quarantined:,} quarantined"
             if not args.keep:
                 drop(quar, raw)  # every later stage reads the clean table
-        table = dd.read_parquet(str(cln))
         model = None
         if "features" in stages:
             with Stage(client, "features", out) as st:
                 st.outputs = [feats]
                 t_fit = time.perf_counter()
-                tf = TransactionFeatures().fit(_window(table, START, train_end), client=client)
+                tf = TransactionFeatures().fit(_window(cln, START, train_end), client=client)
                 fit_seconds = time.perf_counter() - t_fit
                 hist_start = score_start - tf.required_history_
-                new = _window(table, score_start, end)
-                hist = _window(table, hist_start, score_start)
+                new = _window(cln, score_start, end)
+                hist = _window(cln, hist_start, score_start)
                 names = [str(c) for c in tf.get_feature_names_out()]
                 # the batch's start is known here: each shuffle carries the history its stage reads
                 featurized = tf.transform(new, history=hist, start=score_start)[[S.TRANSACTION_ID, *names]]
@@ -308,18 +306,18 @@ def run_size(n: int, args, days: int, save=None) -> dict:
             out["features"]["fit_seconds"] = fit_seconds
             # a count (small), outside the timing: the history rows the stage read
             out["features"]["history_rows"] = int(
-                _window(table[[S.TIMESTAMP]], hist_start, score_start).shape[0].compute()
+                _window(cln, hist_start, score_start, [S.TIMESTAMP]).shape[0].compute()
             )
             if not args.keep:
                 drop(feats)
         if {"train", "score", "evaluate"} & set(stages):
             # a count (small), outside the timing: the rows of the training window
-            n_window = int(_window(table[[S.TIMESTAMP]], START, train_end).shape[0].compute())
+            n_window = int(_window(cln, START, train_end, [S.TIMESTAMP]).shape[0].compute())
             with Stage(client, "train", out) as st:
                 model = XGBoostFraudClassifier(
                     negative_rate=args.negative_rate, n_estimators=args.rounds, random_state=args.seed
                 )
-                model.fit(_window(table, START, train_end), client=client)
+                model.fit(_window(cln, START, train_end), client=client)
                 st.rows = n_window
                 st.note = (
                     f"{train_days} days, {model.n_train_:,} rows after negative_rate={args.negative_rate}, "
@@ -332,9 +330,9 @@ def run_size(n: int, args, days: int, save=None) -> dict:
                 hist_start = score_start - model.features_.required_history_
                 summary = score(
                     model,
-                    _window(table, score_start, end),
+                    _window(cln, score_start, end),
                     out=scores,
-                    history=_window(table, hist_start, score_start),
+                    history=_window(cln, hist_start, score_start),
                     quarantine=squar,
                     keep=[S.IS_FRAUD],  # the label beside its score: evaluate reads one table
                     start=score_start,  # the batch's first day, known here (as in features)
