@@ -703,3 +703,25 @@ def test_dormant_and_edge_cards_equal_pandas(dormant):
     came_back = back.sort_values("timestamp").groupby("card_id")["transaction_id"].first()
     assert secs[came_back].isna().all()
     assert (got.loc[came_back, "card_new_merchant_30d"].dropna() == 1).all()
+
+
+def test_numeric_ids_with_missing_values_equal_the_same_ids_as_strings(frame):
+    # numbers are coded by a sort, strings by pandas' hash table: the features must not depend on it;
+    # a missing card or merchant is an entity of its own for each row (no earlier rows)
+    rng = np.random.default_rng(5)
+    holes = frame.assign(
+        card_id=frame.card_id.astype("float64").where(rng.random(len(frame)) > 0.05),
+        merchant_id=frame.merchant_id.astype("float64").where(rng.random(len(frame)) > 0.05),
+    )
+    as_str = holes.assign(
+        card_id=pd.array(holes.card_id.map(lambda v: None if np.isnan(v) else f"c{v:.0f}"), dtype="str"),
+        merchant_id=pd.array(holes.merchant_id.map(lambda v: None if np.isnan(v) else f"m{v:.0f}"), dtype="str"),
+    )
+    tf = dict(categoricals=[], hot_key_rows=None)
+    got = by_id(TransactionFeatures(**tf).fit_transform(scattered(holes, 4)))
+    want = by_id(TransactionFeatures(**tf).fit_transform(scattered(as_str, 3)))
+    names = TransactionFeatures(**tf).fit(scattered(holes, 2)).feature_names_out_
+    pd.testing.assert_frame_equal(got[names], want[names], check_exact=True)
+    lone = holes.set_index("transaction_id").card_id.isna().reindex(got.index)
+    assert lone.sum() > 50 and (got.loc[lone, "card_txn_count_24h"] == 0).all()
+    assert got.loc[~lone, "card_txn_count_24h"].sum() > 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from daskml_scale.features._kernels import Prefix, Windows, pair_counts, sort_order, window_distinct
+from daskml_scale.features._partition import factorize
 
 
 @pytest.mark.parametrize("n_groups", [1, 3, 200])
@@ -102,3 +104,25 @@ def test_stats_refuse_a_window_wider_than_a_block():
     w = Windows(g, t, [80])
     with pytest.raises(ValueError, match="block_ns >= every window"):
         Prefix(g, t, np.ones(len(g)), 40).stats(w.lo(80), w.hi)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(np.array([5, -3, 5, 2**62, 7, -3], dtype=np.int64)),
+        pd.Series(np.array([3, 1, 3, 9], dtype=np.uint32)),
+        pd.Series([2.5, np.nan, -0.0, 2.5, 0.0, np.nan, 1e300]),
+        pd.Series([1.0, 2.0, 1.0]),
+        pd.Series(["b", None, "a", "b"], dtype="str"),
+        pd.Series(np.zeros(0, dtype=np.int64)),
+    ],
+)
+def test_factorize_codes_like_pandas(values):
+    codes, n = factorize(values)
+    ref, uniques = pd.factorize(values, use_na_sentinel=True)
+    assert codes.dtype == np.int64 and n == len(uniques)
+    assert ((codes < 0) == (ref < 0)).all()
+    # the same partition of the rows into values (the labels may differ)
+    pairs = set(zip(codes.tolist(), ref.tolist()))
+    assert len(pairs) == len(set(codes.tolist())) == len(set(ref.tolist()))
+    assert set(codes[codes >= 0].tolist()) == set(range(n))
