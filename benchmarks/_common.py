@@ -36,3 +36,30 @@ def quiet_cluster_logs() -> None:
     from daskml_scale.cluster import quiet_shuffle_logs
 
     quiet_shuffle_logs()
+
+
+def task_seconds(client, since: float) -> dict:
+    """Seconds the workers spent on each group of tasks since ``since`` (a ``time.time()``).
+
+    From the scheduler's task stream (``client.get_task_stream``, which starts recording on its
+    first call: call ``task_seconds(client, time.time())`` before the work): per task name prefix
+    (``read_parquet``, ``shuffle``, ``p2pshuffle``, ``apply_stage``, ...), the compute seconds summed
+    over workers and the number of tasks, and the seconds spent transferring task results between
+    workers. On a CPU-bound run the compute seconds of a group are its share of the cores' time (with
+    the other threads of a worker, such as the P2P shuffle's, running beside them).
+    """
+    groups: dict = {}
+    transfer = 0.0
+    for t in client.get_task_stream(start=since):
+        key = t["key"][0] if isinstance(t["key"], tuple) else t["key"]
+        name = str(key).rsplit("-", 1)[0] if "-" in str(key) else str(key)
+        name = name.split("-")[0]
+        for s in t["startstops"]:
+            if s["action"] == "compute":
+                g = groups.setdefault(name, {"seconds": 0.0, "tasks": 0})
+                g["seconds"] += s["stop"] - s["start"]
+                g["tasks"] += 1
+            elif s["action"] == "transfer":
+                transfer += s["stop"] - s["start"]
+    ordered = dict(sorted(groups.items(), key=lambda kv: -kv[1]["seconds"]))
+    return {"compute": ordered, "transfer_seconds": transfer}

@@ -128,14 +128,16 @@ def run(
         with connect(
             n_workers=2, threads_per_worker=1, memory_limit="8GiB", quiet=True, dashboard_address=":0"
         ) as client:
-            t = dd.read_parquet(str(table))
+            n_table = dd.read_parquet(str(table)).npartitions
 
             def window(a, b):
-                ts = t["timestamp"]
+                # each window its own read, filtered as it is read (as bench_pipeline.py), then its
+                # share of the table's partitions (adjacent ones concatenated, no shuffle)
                 share = (b - a) / (end - START)
-                return t[(ts >= a) & (ts < b)].repartition(
-                    npartitions=max(1, math.ceil(t.npartitions * share))
+                rows = dd.read_parquet(
+                    str(table), filters=[("timestamp", ">=", a), ("timestamp", "<", b)]
                 )
+                return rows.repartition(npartitions=max(1, math.ceil((window_parts or n_table) * share)))
 
             tf = TransactionFeatures(npartitions=npartitions)
             tf.fit(window(START, START + pd.Timedelta(days=7)), client=client)

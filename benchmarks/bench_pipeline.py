@@ -36,8 +36,9 @@ each), the stages run in order, each streaming parquet to parquet:
 Per stage: seconds, rows/s (rows the stage consumed: raw rows for generate/baseline/validate/clean,
 window rows for features/train, scored rows for score/evaluate), the peak RSS of each worker (a
 thread in each worker samples its RSS every 20 ms), the bytes the stage wrote and the disk peak (the
-most the disk's use rose: outputs plus Dask's P2P shuffle scratch, uncompressed, on the same disk).
-At the end the raw table's bytes per row. Intermediates are deleted as soon as no later stage needs
+most the disk's use rose: outputs plus Dask's P2P shuffle scratch, uncompressed, on the same disk),
+and the workers' compute seconds per task group (``read_parquet``, ``shuffle``, ``apply_stage``, ...,
+from the scheduler's task stream: where a stage's time goes). At the end the raw table's bytes per row. Intermediates are deleted as soon as no later stage needs
 them, unless ``--keep``.
 
 Disk: a P2P shuffle keeps the shuffled rows uncompressed on disk until it ends (~85 bytes a row for a
@@ -74,7 +75,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import dask.dataframe as dd  # noqa: E402
 import pandas as pd  # noqa: E402
-from _common import add_data_dir_arg, quiet_cluster_logs  # noqa: E402
+from _common import add_data_dir_arg, quiet_cluster_logs, task_seconds  # noqa: E402
 from bench_features import _start_rss_sampler, _stop_rss_sampler  # noqa: E402
 
 from daskml_scale import schema as S  # noqa: E402
@@ -147,6 +148,8 @@ class _Stage:
         self.client.run(_start_rss_sampler)
         self.disk = _DiskSampler(self.disk_path)
         print(f"  {self.name} ...", flush=True)
+        self.since = time.time()
+        task_seconds(self.client, self.since)  # the scheduler records the task stream from here
         self.t0 = time.perf_counter()
         return self
 
@@ -160,6 +163,10 @@ class _Stage:
         if exc_type is not None:
             return False
         written = sum(disk_bytes(p) for p in self.outputs)
+        try:
+            tasks = task_seconds(self.client, self.since)
+        except Exception:  # noqa: BLE001 - a figure less, not a failed stage
+            tasks = None
         self.results[self.name] = {
             "seconds": seconds,
             "rows": self.rows,
@@ -169,6 +176,8 @@ class _Stage:
             # the most the disk's use rose during the stage: outputs plus Dask's shuffle scratch
             "disk_peak_bytes": disk_peak,
             "note": self.note,
+            # where the workers' time went: compute seconds per task group, transfers
+            "task_seconds": tasks,
         }
         r = self.results[self.name]
         print(
@@ -389,6 +398,14 @@ def print_table(res: dict) -> None:
                 if "fit_seconds" in s:  # the transform alone, as scoring runs it
                     alone = (s["rows"] + s["history_rows"]) / (s["seconds"] - s["fit_seconds"])
                     print(f"{name}, transform alone, rows read / baseline rate: {alone / b:.2f}")
+    print("workers' compute seconds by task group (summed over workers; the largest six):")
+    for name, r in st.items():
+        tasks = r.get("task_seconds")
+        if tasks:
+            top = list(tasks["compute"].items())[:6]
+            total_cpu = sum(g["seconds"] for g in tasks["compute"].values())
+            groups = ", ".join(f"{k} {g['seconds']:.1f}" for k, g in top)
+            print(f"  {name}: {total_cpu:.1f} s in all: {groups}; transfers {tasks['transfer_seconds']:.1f}")
     vc = [st[k] for k in ("validate", "clean") if k in st]
     if vc:
         rows = max(x["rows"] for x in vc)
